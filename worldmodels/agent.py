@@ -1,0 +1,183 @@
+"""The DreamerV3 agent: world model plus an actor-critic that learns inside imagined rollouts."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from worldmodels.heads import Actor, TwoHotHead
+from worldmodels.optim import LaProp
+from worldmodels.returns import ReturnNorm, lambda_return
+from worldmodels.transforms import twohot_bins
+from worldmodels.world_model import Batch, WorldModel
+
+Carry = tuple[dict[str, torch.Tensor], torch.Tensor]
+
+
+def action_spec(space: gym.Space) -> tuple[int, bool]:
+    """(action vector size, is discrete) of a normalised action space."""
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n), True
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return int(space.shape[0]), False
+    raise ValueError(f"action space {space} is not supported: use Discrete or a 1-D Box")
+
+
+def obs_shapes(space: gym.Space) -> dict[str, tuple[int, ...]]:
+    """Observation keys the agent models: every 1-D Box of a Dict space."""
+    if not isinstance(space, gym.spaces.Dict):
+        raise ValueError(f"observation space {space} is not supported: the agent needs a Dict of 1-D Boxes")
+    shapes = {}
+    for key, sub in space.spaces.items():
+        if not (isinstance(sub, gym.spaces.Box) and len(sub.shape) == 1):
+            raise ValueError(f"observation '{key}' {sub} is not supported: only 1-D Box vectors for now")
+        shapes[key] = tuple(sub.shape)
+    return shapes
+
+
+class Agent(nn.Module):
+    """policy(obs, carry) -> (action, carry); train(batch) -> metrics; state via state_dict().
+
+    Args:
+        obs_space, act_space: the environment's Dict observation and normalised action spaces.
+        model: size preset (deter, hidden, stoch, classes, blocks, units, *_layers).
+        agent: learning settings (horizon, imag_length, lam, loss_scales, opt, ...).
+        device: where the networks live; the same code runs on CPU and GPU.
+    """
+
+    def __init__(self, obs_space: gym.Space, act_space: gym.Space, model: dict[str, Any], agent: dict[str, Any], device: str = "cpu"):
+        super().__init__()
+        self.obs_keys = obs_shapes(obs_space)
+        self.action_dim, self.discrete = action_spec(act_space)
+        self.cfg = dict(agent)
+        self.scales = dict(agent["loss_scales"])
+        bins = twohot_bins(int(agent["bins"]))
+        widths = {k: model[k] for k in ("deter", "hidden", "stoch", "classes", "blocks", "units", "enc_layers", "dec_layers", "head_layers")}
+        self.wm = WorldModel(self.obs_keys, self.action_dim, bins=bins, unimix=agent["unimix"], free_bits=agent["free_bits"], **widths)
+        feat = self.wm.rssm.feat_dim
+        self.actor = Actor(feat, self.action_dim, self.discrete, model["units"], model["actor_layers"])
+        self.critic = TwoHotHead(feat, model["units"], model["critic_layers"], bins)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.retnorm = ReturnNorm(agent["retnorm_rate"], agent["retnorm_limit"])
+        self.to(device)
+        self.device = torch.device(device)
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        self.opt = LaProp(trainable, **agent["opt"])
+        self.gamma = 1.0 - 1.0 / agent["horizon"]
+
+    # -- acting --------------------------------------------------------------------------------
+    def initial_carry(self, batch: int) -> Carry:
+        return self.wm.rssm.initial(batch, self.device), torch.zeros(batch, self.action_dim, device=self.device)
+
+    @torch.no_grad()
+    def policy(self, obs: dict[str, np.ndarray], carry: Carry | None, mode: str = "sample") -> tuple[torch.Tensor, Carry]:
+        """Batched acting: obs arrays (N, ...) including `is_first` (N,); returns actions (N, A)."""
+        n = len(obs["is_first"])
+        state, prev_action = carry if carry is not None else self.initial_carry(n)
+        tensors = {k: torch.as_tensor(obs[k], device=self.device)[:, None] for k in self.obs_keys}
+        embed = self.wm.encoder(tensors)[:, 0]
+        is_first = torch.as_tensor(obs["is_first"], device=self.device).float()
+        state = self.wm.rssm.obs_step(state, prev_action, embed, is_first)
+        dist = self.actor(self.wm.rssm.feat(state))
+        action = dist.sample() if mode == "sample" else dist.mode()
+        return action, (state, action)
+
+    def env_action(self, action: torch.Tensor) -> np.ndarray:
+        """Agent action (N, A) -> what the environments take: indices, or vectors clipped to [-1, 1]."""
+        if self.discrete:
+            return action.argmax(-1).cpu().numpy()
+        return action.clamp(-1, 1).cpu().numpy()
+
+    # -- learning ------------------------------------------------------------------------------
+    def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Roll the prior forward under the actor from N start states: feats (N, H+1, F), actions (N, H+1, A).
+
+        Runs without autograd: the actor learns by REINFORCE and the critic from fixed targets,
+        so no gradient needs to flow through the dynamics.
+        """
+        rssm = self.wm.rssm
+        state = start
+        feats, actions = [rssm.feat(state)], []
+        for _ in range(horizon):
+            action = self.actor(feats[-1]).sample()
+            actions.append(action)
+            state = rssm.imagine_step(state, action)
+            feats.append(rssm.feat(state))
+        actions.append(self.actor(feats[-1]).sample())
+        return torch.stack(feats, 1), torch.stack(actions, 1)
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total scaled loss and metrics of one update (world model, actor, critic, replay value)."""
+        B, T = batch["reward"].shape
+        state, prev_action = self.initial_carry(B)
+        losses, post, _ = self.wm.loss(batch, state, prev_action)
+        wm_feat = post["feat"]
+
+        # Imagination from every posterior state of the batch.
+        with torch.no_grad():
+            start = {k: post[k].detach().reshape(B * T, *post[k].shape[2:]) for k in ("deter", "stoch")}
+            feats, actions = self.imagine(start, int(self.cfg["imag_length"]))
+            rew = self.wm.reward.mean(feats)
+            con = self.wm.cont.prob(feats)
+            con[:, 0] = 1.0 - batch["is_terminal"].reshape(-1).float()
+            disc = self.gamma * con
+            weight = torch.cumprod(disc, 1) / self.gamma  # weight[t]: probability of still being alive at t
+            val = self.critic.mean(feats)
+            ret = lambda_return(rew, val, disc, torch.full_like(val, self.cfg["lam"]))
+            self.retnorm.update(ret)
+            adv = (ret - val[:, :-1]) / self.retnorm.scale()
+            slow_val = self.slow_critic.mean(feats[:, :-1])
+
+        policy = self.actor(feats[:, :-1])
+        logp = policy.log_prob(actions[:, :-1])
+        ent = policy.entropy()
+        w = weight[:, :-1]
+        losses["policy"] = -w * (logp * adv + self.cfg["actent"] * ent)
+        losses["value"] = w * (self.critic.loss(feats[:, :-1], ret) + self.cfg["slowreg"] * self.critic.loss(feats[:, :-1], slow_val))
+
+        # Replay value: the critic also learns on real trajectories, bootstrapped from imagined returns;
+        # this loss reaches the world-model features, the imagination losses do not.
+        with torch.no_grad():
+            boot = ret[:, 0].reshape(B, T)
+            last = batch["is_last"].float()
+            term = batch["is_terminal"].float()
+            rep_ret = lambda_return(batch["reward"].float(), boot, self.gamma * (1 - term), self.cfg["lam"] * (1 - last))
+            rep_slow = self.slow_critic.mean(wm_feat[:, :-1].detach())
+        rep_w = 1.0 - last[:, :-1]
+        losses["repval"] = rep_w * (
+            self.critic.loss(wm_feat[:, :-1], rep_ret) + self.cfg["slowreg"] * self.critic.loss(wm_feat[:, :-1], rep_slow)
+        )
+
+        assert set(losses) == set(self.scales), (sorted(losses), sorted(self.scales))
+        total = sum(self.scales[k] * v.mean() for k, v in losses.items())
+        metrics = {f"loss/{k}": v.mean().detach() for k, v in losses.items()}
+        metrics.update(
+            {
+                "imag/return": ret.mean(),
+                "imag/value": val.mean(),
+                "imag/reward": rew[:, 1:].mean(),
+                "imag/retnorm_scale": self.retnorm.scale(),
+                "policy/entropy": ent.mean().detach(),
+                "wm/post_entropy": -(post["logits"].exp() * post["logits"]).sum(-1).mean().detach(),
+            }
+        )
+        return total, metrics
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One update of every network from a replayed batch (B, T, ...)."""
+        self.train()
+        total, metrics = self.loss(batch)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        with torch.no_grad():
+            rate = self.cfg["slow_rate"]
+            for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
+                slow.lerp_(fast, rate)
+        metrics["loss/total"] = total.detach()
+        return {k: float(v) for k, v in metrics.items()}

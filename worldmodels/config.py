@@ -1,0 +1,95 @@
+"""Validation of the composed config, before anything is built: one clear line naming the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from worldmodels.errors import UserError
+
+KNOWN_SUITES = ("gym", "dummy")
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    value = OmegaConf.select(cfg, key, throw_on_missing=False, default="__missing__")
+    if value == "__missing__":
+        raise UserError(f"config key '{key}' is missing")
+    return value
+
+
+def _int(cfg: DictConfig, key: str, low: int = 1) -> None:
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UserError(f"config value {key}={value!r} is invalid: expected an integer >= {low}")
+
+
+def _float(cfg: DictConfig, key: str, low: float = 0.0, high: float = float("inf"), strict_low: bool = False) -> None:
+    value = _get(cfg, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = (value > low if strict_low else value >= low) and value <= high
+    if not ok:
+        bound = f"{'>' if strict_low else '>='} {low}" + (f" and <= {high}" if high != float("inf") else "")
+        raise UserError(f"config value {key}={value!r} is invalid: expected a number {bound}")
+
+
+def _choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> None:
+    value = _get(cfg, key)
+    if value not in choices:
+        raise UserError(f"config value {key}={value!r} is invalid: expected one of {', '.join(choices)}")
+
+
+def validate(cfg: DictConfig, training: bool = True) -> None:
+    """Raise UserError for the first invalid value found."""
+    _int(cfg, "seed", 0)
+    device = _get(cfg, "device")
+    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise UserError(f"config value device={device!r} is invalid: expected cpu, cuda, cuda:N or mps")
+    _choice(cfg, "env.suite", KNOWN_SUITES)
+    if not isinstance(_get(cfg, "env.id"), str):
+        raise UserError(f"config value env.id={_get(cfg, 'env.id')!r} is invalid: expected a task name")
+    _int(cfg, "env.action_repeat", 1)
+    _int(cfg, "env.time_limit", 0)
+    for key in ("deter", "hidden", "stoch", "classes", "blocks", "depth", "units"):
+        _int(cfg, f"model.{key}", 1)
+    for key in ("enc_layers", "dec_layers", "head_layers", "actor_layers", "critic_layers"):
+        _int(cfg, f"model.{key}", 0)
+    if cfg.model.deter % cfg.model.blocks:
+        raise UserError(f"config value model.deter={cfg.model.deter} is invalid: must be divisible by model.blocks={cfg.model.blocks}")
+    _float(cfg, "agent.horizon", 1.0, strict_low=True)
+    _int(cfg, "agent.imag_length", 1)
+    _float(cfg, "agent.lam", 0.0, 1.0)
+    _float(cfg, "agent.free_bits", 0.0)
+    _float(cfg, "agent.unimix", 0.0, 1.0)
+    bins = _get(cfg, "agent.bins")
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 3 or bins % 2 == 0:
+        raise UserError(f"config value agent.bins={bins!r} is invalid: expected an odd integer >= 3")
+    for key in ("actent", "slowreg"):
+        _float(cfg, f"agent.{key}", 0.0)
+    for key in ("slow_rate", "retnorm_rate"):
+        _float(cfg, f"agent.{key}", 0.0, 1.0)
+    _float(cfg, "agent.retnorm_limit", 0.0, strict_low=True)
+    for key in _get(cfg, "agent.loss_scales"):
+        _float(cfg, f"agent.loss_scales.{key}", 0.0)
+    _float(cfg, "agent.opt.lr", 0.0, strict_low=True)
+    _float(cfg, "agent.opt.eps", 0.0)
+    _float(cfg, "agent.opt.beta1", 0.0, 1.0)
+    _float(cfg, "agent.opt.beta2", 0.0, 1.0)
+    _float(cfg, "agent.opt.agc", 0.0)
+    _int(cfg, "agent.opt.warmup", 0)
+    if training:
+        _int(cfg, "run.steps", 1)
+        _float(cfg, "run.train_ratio", 0.0, strict_low=True)
+        _int(cfg, "run.train_start", 0)
+        for key in ("log_every", "eval_every", "save_every", "threads"):
+            _int(cfg, f"run.{key}", 0)
+        _int(cfg, "run.eval_episodes", 1)
+        _choice(cfg, "run.eval_mode", ("mode", "sample"))
+        _int(cfg, "batch.size", 1)
+        _int(cfg, "batch.length", 2)
+        _int(cfg, "replay.capacity", 1)
+        if cfg.replay.capacity < cfg.batch.length:
+            raise UserError(f"config value replay.capacity={cfg.replay.capacity} is invalid: must be >= batch.length={cfg.batch.length}")
+    else:
+        _int(cfg, "episodes", 1)

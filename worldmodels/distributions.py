@@ -1,0 +1,81 @@
+"""Distributions used by DreamerV3: unimix categorical latents and the two policy heads."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
+    """Log-probabilities of softmax(logits) mixed with `unimix` of the uniform distribution.
+
+    The mixture keeps every class at probability >= unimix / K, which bounds the KL terms and
+    keeps log-probabilities finite when the network becomes confident.
+    """
+    probs = torch.softmax(logits, -1)
+    if unimix > 0:
+        probs = (1 - unimix) * probs + unimix / logits.shape[-1]
+    return torch.log(probs)
+
+
+def sample_onehot(logits: torch.Tensor, straight_through: bool = True) -> torch.Tensor:
+    """One-hot sample of categorical(logits) (last axis); gradients pass straight through to the probs."""
+    probs = torch.softmax(logits, -1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    index = torch.multinomial(flat, 1).reshape(probs.shape[:-1])
+    onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+    if straight_through:
+        onehot = onehot + probs - probs.detach()
+    return onehot
+
+
+def mode_onehot(logits: torch.Tensor) -> torch.Tensor:
+    return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+
+
+def kl_categorical(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) of categoricals given as log-probabilities (..., vars, classes), summed over vars."""
+    return (logp.exp() * (logp - logq)).sum((-2, -1))
+
+
+class DiscretePolicy:
+    """Categorical over one-hot actions (..., A). The official code applies no unimix here."""
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits = torch.log_softmax(logits, -1)
+
+    def sample(self) -> torch.Tensor:
+        return sample_onehot(self.logits, straight_through=False)
+
+    def mode(self) -> torch.Tensor:
+        return mode_onehot(self.logits)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        return (action * self.logits).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return -(self.logits.exp() * self.logits).sum(-1)
+
+
+class NormalPolicy:
+    """Diagonal normal with mean tanh(x) and std in [0.1, 1.0]; unsquashed, the env side clips to [-1, 1]."""
+
+    def __init__(self, out: torch.Tensor, min_std: float = 0.1, max_std: float = 1.0):
+        mean, std = out.chunk(2, -1)
+        self.mean = torch.tanh(mean)
+        self.std = (max_std - min_std) * torch.sigmoid(std + 2.0) + min_std
+
+    def sample(self) -> torch.Tensor:
+        return self.mean + self.std * torch.randn_like(self.mean)
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        z = (action - self.mean) / self.std
+        return (-0.5 * z.square() - torch.log(self.std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return (0.5 + 0.5 * math.log(2 * math.pi) + torch.log(self.std)).sum(-1)

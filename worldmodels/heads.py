@@ -1,0 +1,101 @@
+"""Prediction heads: vector encoder/decoder, two-hot regression, Bernoulli continue, policy."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldmodels.distributions import DiscretePolicy, NormalPolicy
+from worldmodels.nets import Linear, MLP
+from worldmodels.transforms import symlog, twohot_loss, twohot_mean
+
+
+class VectorEncoder(nn.Module):
+    """symlog, then an MLP over the concatenation of every vector observation key."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], units: int, layers: int):
+        super().__init__()
+        self.keys = sorted(shapes)
+        inp = sum(int(torch.Size(shapes[k]).numel()) for k in self.keys)
+        self.net = MLP(inp, units, layers)
+        self.out_dim = self.net.out_dim
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = torch.cat([obs[k].reshape(*obs[k].shape[:2], -1).float() for k in self.keys], -1)
+        return self.net(symlog(x))
+
+
+class VectorDecoder(nn.Module):
+    """Reconstructs every vector key in symlog space; the loss is the squared error summed over dims."""
+
+    def __init__(self, feat_dim: int, shapes: dict[str, tuple[int, ...]], units: int, layers: int):
+        super().__init__()
+        self.shapes = {k: tuple(shapes[k]) for k in sorted(shapes)}
+        self.sizes = [int(torch.Size(s).numel()) for s in self.shapes.values()]
+        self.net = MLP(feat_dim, units, layers)
+        self.out = Linear(self.net.out_dim, sum(self.sizes))
+
+    def forward(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predictions in symlog space, each (B, T, *shape)."""
+        parts = self.out(self.net(feat)).split(self.sizes, -1)
+        return {k: p.reshape(*feat.shape[:-1], *s) for (k, s), p in zip(self.shapes.items(), parts)}
+
+    def loss(self, feat: torch.Tensor, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T) summed symlog-MSE over every key and dimension."""
+        total = 0.0
+        for key, pred in self.forward(feat).items():
+            err = (pred - symlog(obs[key].float())).square()
+            total = total + err.reshape(*err.shape[:2], -1).sum(-1)
+        return total
+
+
+class TwoHotHead(nn.Module):
+    """Scalar regression by classification over symexp-spaced bins (reward and critic heads)."""
+
+    def __init__(self, inp: int, units: int, layers: int, bins: torch.Tensor):
+        super().__init__()
+        self.net = MLP(inp, units, layers)
+        self.out = Linear(self.net.out_dim, bins.shape[0], zero=True)  # zero-init: predictions start at 0
+        self.register_buffer("bins", bins, persistent=False)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.out(self.net(feat))
+
+    def mean(self, feat: torch.Tensor) -> torch.Tensor:
+        return twohot_mean(self(feat), self.bins)
+
+    def loss(self, feat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return twohot_loss(self(feat), target, self.bins)
+
+
+class BinaryHead(nn.Module):
+    """Bernoulli head for the continue flag."""
+
+    def __init__(self, inp: int, units: int, layers: int):
+        super().__init__()
+        self.net = MLP(inp, units, layers)
+        self.out = Linear(self.net.out_dim, 1)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.out(self.net(feat)).squeeze(-1)
+
+    def prob(self, feat: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(feat))
+
+    def loss(self, feat: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(self(feat), target, reduction="none")
+
+
+class Actor(nn.Module):
+    """Policy head: a categorical over one-hot actions (discrete) or a bounded-std normal (continuous)."""
+
+    def __init__(self, inp: int, action_dim: int, discrete: bool, units: int, layers: int):
+        super().__init__()
+        self.discrete = discrete
+        self.net = MLP(inp, units, layers)
+        self.out = Linear(self.net.out_dim, action_dim if discrete else 2 * action_dim)
+
+    def forward(self, feat: torch.Tensor) -> DiscretePolicy | NormalPolicy:
+        out = self.out(self.net(feat))
+        return DiscretePolicy(out) if self.discrete else NormalPolicy(out)

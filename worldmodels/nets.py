@@ -1,0 +1,78 @@
+"""Small network blocks shared by the world model and the actor-critic."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def init_linear_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) -> None:
+    """Truncated normal with std sqrt(scale / fan_in), as in DreamerV3 (clipped at 2 std)."""
+    std = math.sqrt(scale / fan_in) / 0.87962566103423978  # undo the variance lost by truncation at 2 std
+    nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
+
+
+class Linear(nn.Linear):
+    """nn.Linear with DreamerV3's initialisation; `zero=True` starts the output at exactly zero."""
+
+    def __init__(self, inp: int, out: int, bias: bool = True, zero: bool = False):
+        super().__init__(inp, out, bias=bias)
+        if zero:
+            nn.init.zeros_(self.weight)
+        else:
+            init_linear_(self.weight, inp)
+        if bias:
+            nn.init.zeros_(self.bias)
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear layer: `blocks` independent maps from (inp/blocks) to (out/blocks) features.
+
+    Keeps a wide recurrent state cheap: parameters and FLOPs shrink by the number of blocks.
+    Input (..., inp) -> output (..., out).
+    """
+
+    def __init__(self, inp: int, out: int, blocks: int):
+        super().__init__()
+        if inp % blocks or out % blocks:
+            raise ValueError(f"BlockLinear sizes {inp} -> {out} must be divisible by blocks={blocks}")
+        self.blocks = blocks
+        self.weight = nn.Parameter(torch.empty(blocks, inp // blocks, out // blocks))
+        self.bias = nn.Parameter(torch.zeros(out))
+        init_linear_(self.weight, inp // blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.blocks, x.shape[-1] // self.blocks).transpose(0, 1)  # (G, N, I)
+        y = torch.bmm(x, self.weight).transpose(0, 1)  # (N, G, O)
+        return y.reshape(*lead, -1) + self.bias
+
+
+class RMSNorm(nn.Module):
+    """RMS normalisation with a learned scale (DreamerV3's default `norm: rms`)."""
+
+    def __init__(self, dim: int, eps: float = 1e-4):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + self.eps) * self.scale
+
+
+class NormAct(nn.Sequential):
+    """Linear -> RMSNorm -> SiLU, the unit every DreamerV3 MLP is made of."""
+
+    def __init__(self, inp: int, out: int):
+        super().__init__(Linear(inp, out, bias=False), RMSNorm(out), nn.SiLU())
+
+
+class MLP(nn.Sequential):
+    """`layers` NormAct blocks of width `units`; output size is `units` (or `inp` when layers == 0)."""
+
+    def __init__(self, inp: int, units: int, layers: int):
+        blocks = [NormAct(inp if i == 0 else units, units) for i in range(layers)]
+        super().__init__(*blocks)
+        self.out_dim = units if layers else inp

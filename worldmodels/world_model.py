@@ -1,0 +1,73 @@
+"""World model: encoder, RSSM, decoder, reward and continue heads, and its self-supervised loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from worldmodels.distributions import kl_categorical
+from worldmodels.heads import BinaryHead, TwoHotHead, VectorDecoder, VectorEncoder
+from worldmodels.rssm import RSSM, State
+
+Batch = dict[str, torch.Tensor]
+
+
+class WorldModel(nn.Module):
+    """Learns p(o, r, c | z) and the latent dynamics from replayed sequences.
+
+    Args:
+        obs_shapes: observation key -> shape (vector keys only for now).
+        action_dim: size of the action vector (one-hot for discrete actions).
+        model: widths from the size preset (deter, hidden, stoch, classes, blocks, units, *_layers).
+        bins: two-hot bins of the reward head. unimix, free_bits: as in DreamerV3.
+    """
+
+    def __init__(
+        self,
+        obs_shapes: dict[str, tuple[int, ...]],
+        action_dim: int,
+        *,
+        deter: int,
+        hidden: int,
+        stoch: int,
+        classes: int,
+        blocks: int,
+        units: int,
+        enc_layers: int,
+        dec_layers: int,
+        head_layers: int,
+        bins: torch.Tensor,
+        unimix: float = 0.01,
+        free_bits: float = 1.0,
+    ):
+        super().__init__()
+        self.free_bits = free_bits
+        self.encoder = VectorEncoder(obs_shapes, units, enc_layers)
+        self.rssm = RSSM(self.encoder.out_dim, action_dim, deter, hidden, stoch, classes, blocks, unimix)
+        feat = self.rssm.feat_dim
+        self.decoder = VectorDecoder(feat, obs_shapes, units, dec_layers)
+        self.reward = TwoHotHead(feat, units, head_layers, bins)
+        self.cont = BinaryHead(feat, units, head_layers)
+
+    def observe(self, batch: Batch, state: State, prev_action: torch.Tensor) -> tuple[State, torch.Tensor, State]:
+        """Posterior states of a batch; `prev_action` (B, A) is the action before the first step."""
+        action = batch["action"]
+        prev = torch.cat([prev_action[:, None], action[:, :-1]], 1)
+        embed = self.encoder(batch)
+        return self.rssm.observe(embed, prev, batch["is_first"], state)
+
+    def loss(self, batch: Batch, state: State, prev_action: torch.Tensor) -> tuple[dict[str, torch.Tensor], State, State]:
+        """Per-step losses (B, T) by name, the posterior states, and the last state."""
+        post, prior_logits, last = self.observe(batch, state, prev_action)
+        feat = self.rssm.feat(post)
+        post_logits = post["logits"]
+        losses = {
+            "dec": self.decoder.loss(feat, batch),
+            "rew": self.reward.loss(feat, batch["reward"]),
+            "con": self.cont.loss(feat, 1.0 - batch["is_terminal"].float()),
+            # KL balancing with free bits: clipping below 1 nat stops pushing where the KL is already small.
+            "dyn": torch.clamp(kl_categorical(post_logits.detach(), prior_logits), min=self.free_bits),
+            "rep": torch.clamp(kl_categorical(post_logits, prior_logits.detach()), min=self.free_bits),
+        }
+        post["feat"] = feat
+        return losses, post, last
