@@ -13,7 +13,7 @@ from torch import nn
 from worldmodels.heads import Actor, TwoHotHead
 from worldmodels.optim import LaProp
 from worldmodels.returns import ReturnNorm, lambda_return
-from worldmodels.transforms import twohot_bins
+from worldmodels.transforms import twohot_bins, twohot_loss, twohot_mean
 from worldmodels.world_model import Batch, WorldModel
 
 Carry = tuple[dict[str, torch.Tensor], torch.Tensor]
@@ -94,22 +94,29 @@ class Agent(nn.Module):
         return action.clamp(-1, 1).cpu().numpy()
 
     # -- learning ------------------------------------------------------------------------------
-    def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Roll the prior forward under the actor from N start states: feats (N, H+1, F), actions (N, H+1, A).
+    def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[torch.Tensor, torch.Tensor, list]:
+        """Roll the prior forward under the actor from N start states.
 
-        Runs without autograd: the actor learns by REINFORCE and the critic from fixed targets,
-        so no gradient needs to flow through the dynamics.
+        Returns feats (N, H+1, F), actions (N, H+1, A) and the H+1 policy distributions. The dynamics run
+        without autograd (the actor learns by REINFORCE, the critic from fixed targets, so no gradient
+        needs to flow through them); the policies keep their graph so the actor is not run twice.
         """
         rssm = self.wm.rssm
         state = start
-        feats, actions = [rssm.feat(state)], []
-        for _ in range(horizon):
-            action = self.actor(feats[-1]).sample()
+        feat = rssm.feat(state)
+        feats, actions, policies = [feat], [], []
+        for t in range(horizon + 1):
+            policy = self.actor(feat)
+            action = policy.sample().detach()
+            policies.append(policy)
             actions.append(action)
-            state = rssm.imagine_step(state, action)
-            feats.append(rssm.feat(state))
-        actions.append(self.actor(feats[-1]).sample())
-        return torch.stack(feats, 1), torch.stack(actions, 1)
+            if t == horizon:
+                break
+            with torch.no_grad():
+                state = rssm.imagine_step(state, action)
+                feat = rssm.feat(state)
+            feats.append(feat)
+        return torch.stack(feats, 1), torch.stack(actions, 1), policies
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total scaled loss and metrics of one update (world model, actor, critic, replay value)."""
@@ -117,31 +124,35 @@ class Agent(nn.Module):
         state, prev_action = self.initial_carry(B)
         losses, post, _ = self.wm.loss(batch, state, prev_action)
         wm_feat = post["feat"]
+        bins = self.critic.bins
 
         # Imagination from every posterior state of the batch.
+        start = {k: post[k].detach().reshape(B * T, *post[k].shape[2:]) for k in ("deter", "stoch")}
+        horizon = int(self.cfg["imag_length"])
+        feats, actions, policies = self.imagine(start, horizon)
+        critic_logits = self.critic(feats)
         with torch.no_grad():
-            start = {k: post[k].detach().reshape(B * T, *post[k].shape[2:]) for k in ("deter", "stoch")}
-            feats, actions = self.imagine(start, int(self.cfg["imag_length"]))
             rew = self.wm.reward.mean(feats)
             con = self.wm.cont.prob(feats)
             con[:, 0] = 1.0 - batch["is_terminal"].reshape(-1).float()
             disc = self.gamma * con
             weight = torch.cumprod(disc, 1) / self.gamma  # weight[t]: probability of still being alive at t
-            val = self.critic.mean(feats)
+            val = twohot_mean(critic_logits.detach(), bins)
             ret = lambda_return(rew, val, disc, torch.full_like(val, self.cfg["lam"]))
             self.retnorm.update(ret)
             adv = (ret - val[:, :-1]) / self.retnorm.scale()
             slow_val = self.slow_critic.mean(feats[:, :-1])
 
-        policy = self.actor(feats[:, :-1])
-        logp = policy.log_prob(actions[:, :-1])
-        ent = policy.entropy()
+        logp = torch.stack([p.log_prob(a) for p, a in zip(policies[:-1], actions[:, :-1].unbind(1))], 1)
+        ent = torch.stack([p.entropy() for p in policies[:-1]], 1)
         w = weight[:, :-1]
         losses["policy"] = -w * (logp * adv + self.cfg["actent"] * ent)
-        losses["value"] = w * (self.critic.loss(feats[:, :-1], ret) + self.cfg["slowreg"] * self.critic.loss(feats[:, :-1], slow_val))
+        value_logits = critic_logits[:, :-1]
+        losses["value"] = w * (twohot_loss(value_logits, ret, bins) + self.cfg["slowreg"] * twohot_loss(value_logits, slow_val, bins))
 
         # Replay value: the critic also learns on real trajectories, bootstrapped from imagined returns;
         # this loss reaches the world-model features, the imagination losses do not.
+        rep_logits = self.critic(wm_feat[:, :-1])
         with torch.no_grad():
             boot = ret[:, 0].reshape(B, T)
             last = batch["is_last"].float()
@@ -149,9 +160,7 @@ class Agent(nn.Module):
             rep_ret = lambda_return(batch["reward"].float(), boot, self.gamma * (1 - term), self.cfg["lam"] * (1 - last))
             rep_slow = self.slow_critic.mean(wm_feat[:, :-1].detach())
         rep_w = 1.0 - last[:, :-1]
-        losses["repval"] = rep_w * (
-            self.critic.loss(wm_feat[:, :-1], rep_ret) + self.cfg["slowreg"] * self.critic.loss(wm_feat[:, :-1], rep_slow)
-        )
+        losses["repval"] = rep_w * (twohot_loss(rep_logits, rep_ret, bins) + self.cfg["slowreg"] * twohot_loss(rep_logits, rep_slow, bins))
 
         assert set(losses) == set(self.scales), (sorted(losses), sorted(self.scales))
         total = sum(self.scales[k] * v.mean() for k, v in losses.items())

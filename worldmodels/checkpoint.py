@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +39,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"checkpoint {path} was refused: it holds more than tensors and plain values ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        blocked = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line]
+        if not blocked:
+            raise UserError(f"checkpoint {path} is corrupt or truncated (not a readable torch file)") from None
+        raise UserError(f"checkpoint {path} was refused: it asks to run code ({blocked[0]})") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file can fail anywhere inside the unpickler
         raise UserError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"checkpoint {path} is not a worldmodels checkpoint (format {FORMAT})")

@@ -23,8 +23,10 @@ def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
 def sample_onehot(logits: torch.Tensor, straight_through: bool = True) -> torch.Tensor:
     """One-hot sample of categorical(logits) (last axis); gradients pass straight through to the probs."""
     probs = torch.softmax(logits, -1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    index = torch.multinomial(flat, 1).reshape(probs.shape[:-1])
+    # Inverse-CDF sampling: one uniform per variable; several times faster than torch.multinomial
+    # for many small categoricals (32 x 4 per state).
+    uniform = torch.rand(probs.shape[:-1] + (1,), device=probs.device, dtype=probs.dtype)
+    index = (probs.detach().cumsum(-1) <= uniform).sum(-1).clamp(max=probs.shape[-1] - 1)
     onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
     if straight_through:
         onehot = onehot + probs - probs.detach()

@@ -17,12 +17,12 @@ def init_linear_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) -> None:
 class Linear(nn.Linear):
     """nn.Linear with DreamerV3's initialisation; `zero=True` starts the output at exactly zero."""
 
-    def __init__(self, inp: int, out: int, bias: bool = True, zero: bool = False):
+    def __init__(self, inp: int, out: int, bias: bool = True, zero: bool = False, fan_in: int | None = None):
         super().__init__(inp, out, bias=bias)
         if zero:
             nn.init.zeros_(self.weight)
         else:
-            init_linear_(self.weight, inp)
+            init_linear_(self.weight, fan_in or inp)
         if bias:
             nn.init.zeros_(self.bias)
 
@@ -34,20 +34,21 @@ class BlockLinear(nn.Module):
     Input (..., inp) -> output (..., out).
     """
 
-    def __init__(self, inp: int, out: int, blocks: int):
+    def __init__(self, inp: int, out: int, blocks: int, bias: bool = True, fan_in: int | None = None):
         super().__init__()
         if inp % blocks or out % blocks:
             raise ValueError(f"BlockLinear sizes {inp} -> {out} must be divisible by blocks={blocks}")
         self.blocks = blocks
         self.weight = nn.Parameter(torch.empty(blocks, inp // blocks, out // blocks))
-        self.bias = nn.Parameter(torch.zeros(out))
-        init_linear_(self.weight, inp // blocks)
+        self.bias = nn.Parameter(torch.zeros(out)) if bias else None
+        init_linear_(self.weight, fan_in or inp // blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x = x.reshape(-1, self.blocks, x.shape[-1] // self.blocks).transpose(0, 1)  # (G, N, I)
         y = torch.bmm(x, self.weight).transpose(0, 1)  # (N, G, O)
-        return y.reshape(*lead, -1) + self.bias
+        y = y.reshape(*lead, -1)
+        return y if self.bias is None else y + self.bias
 
 
 class RMSNorm(nn.Module):

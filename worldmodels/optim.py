@@ -39,7 +39,6 @@ class LaProp(torch.optim.Optimizer):
             for p in params:
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32)
                     state["mom"] = torch.zeros_like(p)
                     state["rms"] = torch.zeros_like(p)
             if group["agc"]:
@@ -48,10 +47,9 @@ class LaProp(torch.optim.Optimizer):
                 limit = [group["agc"] * torch.clamp(pn, min=1e-3) for pn in pnorm]
                 factor = [1.0 / torch.clamp(gn / lim, min=1.0) for gn, lim in zip(gnorm, limit)]
                 grads = torch._foreach_mul(grads, factor)
-            step = self.state[params[0]]["step"] + 1
-            for p in params:
-                self.state[p]["step"] = step
-            t = float(step)
+            # One count per group (saved with the param groups), so a parameter that joins late
+            # cannot restart the warm-up and bias correction of the others.
+            group["step"] = t = group.get("step", 0) + 1
             rms = [self.state[p]["rms"] for p in params]
             mom = [self.state[p]["mom"] for p in params]
             torch._foreach_mul_(rms, b2)

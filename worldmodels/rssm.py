@@ -45,8 +45,12 @@ class RSSM(nn.Module):
         self.in_deter = NormAct(deter, hidden)
         self.in_stoch = NormAct(stoch * classes, hidden)
         self.in_action = NormAct(action_dim, hidden)
+        # The official block layer maps concat(deter block, shared inputs) per block. Its shared half applies
+        # each block's own weights to the same input, which is exactly one dense layer: splitting it this way
+        # computes the same function without copying the shared inputs into every block.
         group_in = deter // blocks + 3 * hidden
-        self.gru_hidden = BlockLinear(group_in * blocks, deter, blocks)
+        self.gru_hidden = BlockLinear(deter, deter, blocks, fan_in=group_in)
+        self.gru_hidden_shared = Linear(3 * hidden, deter, bias=False, fan_in=group_in)
         self.gru_hidden_norm = RMSNorm(deter)
         self.gru_gates = BlockLinear(deter, 3 * deter, blocks)
         # Posterior q(z | h, e): one hidden layer; the embed half is applied to whole sequences at once.
@@ -78,8 +82,8 @@ class RSSM(nn.Module):
         """One block-GRU step; every block sees the shared inputs and only its own slice of deter."""
         n, g = deter.shape[0], self.blocks
         shared = torch.cat([self.in_deter(deter), self.in_stoch(stoch.reshape(n, -1)), action_in], -1)
-        x = torch.cat([deter.reshape(n, g, -1), shared[:, None].expand(n, g, shared.shape[-1])], -1)
-        x = torch.nn.functional.silu(self.gru_hidden_norm(self.gru_hidden(x.reshape(n, -1))))
+        x = self.gru_hidden(deter) + self.gru_hidden_shared(shared)
+        x = torch.nn.functional.silu(self.gru_hidden_norm(x))
         reset, cand, update = self.gru_gates(x).reshape(n, g, 3, -1).unbind(2)
         reset = torch.sigmoid(reset.reshape(n, -1))
         cand = torch.tanh(reset * cand.reshape(n, -1))

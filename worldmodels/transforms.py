@@ -27,21 +27,28 @@ def twohot_bins(num: int = 255, limit: float = 20.0) -> torch.Tensor:
     return torch.cat([-half[1:].flip(0), half]).float()
 
 
+def _twohot_indices(target: torch.Tensor, bins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices of the bins just below and above each raw target, and their linear weights (clipped at the ends)."""
+    num = bins.shape[0]
+    target = target.detach().to(bins.dtype)
+    below = (torch.searchsorted(bins, target.contiguous(), right=True) - 1).clamp(0, num - 1)
+    above = (below + 1).clamp(max=num - 1)
+    below = torch.where(target < bins[0], torch.zeros_like(below), below)
+    above = torch.where(target < bins[0], torch.zeros_like(above), above)
+    low, high = bins[below], bins[above]
+    span = high - low
+    weight_above = torch.where(span > 0, (target - low) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(span))
+    weight_above = weight_above.clamp(0.0, 1.0)
+    return below, above, 1.0 - weight_above, weight_above
+
+
 def twohot_encode(target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """Two-hot weights (..., K) of raw targets, interpolated linearly in raw space, clipped at the ends."""
-    num = bins.shape[0]
-    target = target.detach()
-    below = (bins <= target[..., None]).sum(-1) - 1
-    above = num - (bins > target[..., None]).sum(-1)
-    below = below.clamp(0, num - 1)
-    above = above.clamp(0, num - 1)
-    equal = below == above
-    dist_below = torch.where(equal, torch.ones_like(target), (bins[below] - target).abs())
-    dist_above = torch.where(equal, torch.ones_like(target), (bins[above] - target).abs())
-    total = dist_below + dist_above
-    weight_below = dist_above / total
-    weight_above = dist_below / total
-    return F.one_hot(below, num) * weight_below[..., None] + F.one_hot(above, num) * weight_above[..., None]
+    below, above, w_below, w_above = _twohot_indices(target, bins)
+    out = torch.zeros(*target.shape, bins.shape[0], dtype=bins.dtype, device=bins.device)
+    out.scatter_add_(-1, below[..., None], w_below[..., None])
+    out.scatter_add_(-1, above[..., None], w_above[..., None])
+    return out
 
 
 def twohot_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
@@ -58,5 +65,12 @@ def twohot_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
 
 
 def twohot_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy between the two-hot encoding of raw targets and softmax(logits), per element."""
-    return -(twohot_encode(target, bins) * torch.log_softmax(logits, -1)).sum(-1)
+    """Cross-entropy between the two-hot encoding of raw targets and softmax(logits), per element.
+
+    Gathers the two log-probabilities instead of building (..., K) two-hot vectors: same value, far less memory.
+    """
+    logp = torch.log_softmax(logits, -1)
+    below, above, w_below, w_above = _twohot_indices(target, bins)
+    lp_below = logp.gather(-1, below[..., None]).squeeze(-1)
+    lp_above = logp.gather(-1, above[..., None]).squeeze(-1)
+    return -(w_below * lp_below + w_above * lp_above)

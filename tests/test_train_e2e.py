@@ -1,0 +1,127 @@
+"""End-to-end: the real entry points, tiny debug preset, a few hundred env steps on the dummy env."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from worldmodels.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_module(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """One tiny training run shared by the tests of this module."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    run_dir = tmp / "run"
+    proc = run_module(
+        "worldmodels.train",
+        "env=dummy",
+        "model=debug",
+        "run.steps=300",
+        "run.log_every=100",
+        "run.eval_every=150",
+        "run.save_every=150",
+        "run.progress=false",
+        f"run.dir={run_dir}",
+        cwd=tmp,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_training_writes_metrics_events_and_checkpoint(trained_run: Path):
+    lines = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    steps = [line["step"] for line in lines]
+    assert steps == sorted(steps) and steps[-1] == 300
+    assert any("episode/return" in line for line in lines)
+    assert any("eval/return" in line for line in lines)
+    trained = [line for line in lines if "loss/total" in line]
+    assert trained, "no update was logged"
+    for key in ("loss/dec", "loss/rew", "loss/con", "loss/dyn", "loss/rep", "loss/policy", "loss/value", "loss/repval"):
+        assert key in trained[-1]
+    assert list((trained_run / "tb").glob("events.out.tfevents.*"))
+    assert (trained_run / "config.yaml").is_file()
+    payload = load_checkpoint(trained_run / "checkpoints" / "latest")
+    assert payload["step"] == 300 and payload["updates"] > 0
+    # train ratio 64 with 4 x 16 batches after 64 steps: one update per env step, plus the first.
+    assert payload["updates"] == 1 + (300 - 64) * 64 // 64
+
+
+def test_checkpoint_round_trip_restores_the_same_policy(trained_run: Path):
+    from omegaconf import OmegaConf
+
+    from worldmodels.setup import make_agent, make_env
+
+    payload = load_checkpoint(trained_run / "checkpoints" / "latest")
+    cfg = OmegaConf.create(payload["config"])
+    env = make_env(cfg.env, 0)
+    first, second = make_agent(cfg, env), make_agent(cfg, env)
+    first.load_state_dict(payload["agent"])
+    second.load_state_dict(first.state_dict())
+    second.opt.load_state_dict(payload["optimizer"])
+    for key, value in first.state_dict().items():
+        assert torch.equal(value, second.state_dict()[key]), key
+    obs = {"state": torch.ones(2, 4).numpy(), "is_first": torch.ones(2, dtype=torch.bool).numpy()}
+    torch.manual_seed(0)
+    a1, _ = first.policy(obs, None, mode="mode")
+    torch.manual_seed(0)
+    a2, _ = second.policy(obs, None, mode="mode")
+    assert torch.equal(a1, a2)
+
+
+def test_evaluate_entry_point_reports_and_saves(trained_run: Path):
+    proc = run_module("worldmodels.evaluate", f"checkpoint={trained_run / 'checkpoints' / 'latest'}", "episodes=2", cwd=trained_run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "return" in proc.stdout
+    summary = json.loads((trained_run / "eval" / "300" / "summary.json").read_text())
+    assert summary["episodes"] == 2 and len(summary["returns"]) == 2
+    assert summary["policy/return_min"] <= summary["policy/return_mean"] <= summary["policy/return_max"]
+
+
+def test_refuses_to_overwrite_a_trained_run(trained_run: Path):
+    before = (trained_run / "checkpoints" / "latest").read_bytes()
+    proc = run_module("worldmodels.train", "env=dummy", "model=debug", f"run.dir={trained_run}", cwd=trained_run)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: run folder")
+    assert (trained_run / "checkpoints" / "latest").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("model.units=-3", "model.units"),
+        ("run.train_ratio=0", "run.train_ratio"),
+        ("env.id=NoSuchEnv-v9", "NoSuchEnv-v9"),
+        ("batch.length=1", "batch.length"),
+        ("agent.bins=4", "agent.bins"),
+    ],
+)
+def test_bad_config_gives_one_line_error_and_writes_nothing(tmp_path: Path, override: str, words: str):
+    run_dir = tmp_path / "run"
+    proc = run_module("worldmodels.train", "env=dummy", "model=debug", override, f"run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], proc.stderr
+    assert not run_dir.exists()
+
+
+def test_evaluate_missing_or_corrupt_checkpoint(tmp_path: Path):
+    proc = run_module("worldmodels.evaluate", f"checkpoint={tmp_path / 'missing'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "not found" in proc.stderr
+    bad = tmp_path / "latest"
+    bad.write_bytes(b"not a checkpoint")
+    proc = run_module("worldmodels.evaluate", f"checkpoint={bad}", cwd=tmp_path)
+    assert proc.returncode == 2 and "corrupt" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
