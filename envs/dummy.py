@@ -8,7 +8,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from envs.wrappers import ActionRepeat, SeedOnFirstReset, TimeLimit
+from envs.wrappers import wrap_common
 
 TASKS = ("continuous", "discrete")
 
@@ -86,10 +86,4 @@ def make_dummy(
     if obs != "state":
         raise ValueError(f"obs={obs!r} is not supported: the dummy suite only has obs='state'")
     env: gymnasium.Env = DummyEnv(task, length, obs_dim)
-    if action_repeat != 1:
-        env = ActionRepeat(env, action_repeat)
-    if time_limit:
-        env = TimeLimit(env, time_limit)
-    if seed is not None:
-        env = SeedOnFirstReset(env, seed)
-    return env
+    return wrap_common(env, action_repeat, time_limit, seed)

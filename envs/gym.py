@@ -8,7 +8,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from envs.wrappers import ActionRepeat, DictObs, NormalizeAction, SeedOnFirstReset, TimeLimit
+from envs.wrappers import DictObs, NormalizeAction, wrap_common
 
 
 def make_gym(
@@ -32,13 +32,7 @@ def make_gym(
         env.close()
         raise
     env = NormalizeAction(DictObs(env, key="state"))
-    if action_repeat != 1:
-        env = ActionRepeat(env, action_repeat)
-    if time_limit:
-        env = TimeLimit(env, time_limit)
-    if seed is not None:
-        env = SeedOnFirstReset(env, seed)
-    return env
+    return wrap_common(env, action_repeat, time_limit, seed)
 
 
 def _make_registered(task: str, **kwargs) -> gymnasium.Env:

@@ -130,3 +130,14 @@ class SeedOnFirstReset(gymnasium.Wrapper):
             seed = self._seed
         self._seed = None
         return self.env.reset(seed=seed, options=options)
+
+
+def wrap_common(env: gymnasium.Env, action_repeat: int = 1, time_limit: int = 0, seed: int | None = None) -> gymnasium.Env:
+    """The options every suite shares, in one order: action repeat, then the time limit (in agent steps), then seeding."""
+    if action_repeat != 1:
+        env = ActionRepeat(env, action_repeat)
+    if time_limit:
+        env = TimeLimit(env, time_limit)
+    if seed is not None:
+        env = SeedOnFirstReset(env, seed)
+    return env

@@ -70,6 +70,17 @@ class Agent(nn.Module):
         self.opt = LaProp(trainable, **agent["opt"])
         self.gamma = 1.0 - 1.0 / agent["horizon"]
 
+    def compile_steps(self) -> None:
+        """torch.compile the per-step functions of the recurrent loops (observe and imagine).
+
+        Only the step bodies are compiled, so the Python loops over time stay short to trace and the
+        same code runs eagerly when compile is off. Compiling takes tens of seconds at start-up.
+        """
+        rssm = self.wm.rssm
+        rssm._gru = torch.compile(rssm._gru, dynamic=False)
+        rssm.prior_logits = torch.compile(rssm.prior_logits, dynamic=False)
+        rssm.post_logits = torch.compile(rssm.post_logits, dynamic=False)
+
     # -- acting --------------------------------------------------------------------------------
     def initial_carry(self, batch: int) -> Carry:
         return self.wm.rssm.initial(batch, self.device), torch.zeros(batch, self.action_dim, device=self.device)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldmodels.distributions import DiscretePolicy, NormalPolicy
-from worldmodels.nets import Linear, MLP
+from worldmodels.nets import MLP, Linear
 from worldmodels.transforms import symlog, twohot_loss, twohot_mean
 
 

@@ -29,7 +29,7 @@ class LaProp(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, eps=eps, beta1=beta1, beta2=beta2, agc=agc, warmup=warmup))
 
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102 (torch signature)
+    def step(self, closure=None):
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -60,4 +60,3 @@ class LaProp(torch.optim.Optimizer):
             torch._foreach_addcdiv_(mom, grads, denom, value=1 - b1)
             warm = min(1.0, t / group["warmup"]) if group["warmup"] else 1.0
             torch._foreach_add_(params, mom, alpha=-group["lr"] * warm / (1 - b1**t))
-        return None

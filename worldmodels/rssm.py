@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from worldmodels.distributions import sample_onehot, unimix_logits
-from worldmodels.nets import BlockLinear, Linear, MLP, NormAct, RMSNorm
+from worldmodels.nets import MLP, BlockLinear, Linear, NormAct, RMSNorm
 
 State = dict[str, torch.Tensor]
 
@@ -143,5 +143,5 @@ class RSSM(nn.Module):
 
     def obs_step(self, state: State, prev_action: torch.Tensor, embed: torch.Tensor, is_first: torch.Tensor) -> State:
         """One filtering step for acting in the environment: (B, ...) tensors, no time axis."""
-        post, _, last = self.observe(embed[:, None], prev_action[:, None], is_first[:, None], state)
+        _, _, last = self.observe(embed[:, None], prev_action[:, None], is_first[:, None], state)
         return last

@@ -1,0 +1,105 @@
+"""Learning benchmark: evaluation return against env steps on Gymnasium tasks, several seeds.
+
+Each (task, seed) is a real `python -m worldmodels.train` run in its own subprocess (one torch thread
+each, `--parallel` at a time); the curves come from the runs' metrics.jsonl. Prints a table and saves
+`benchmarks/results/learning.json` and `learning.png`.
+
+    python benchmarks/learning.py --tasks Pendulum-v1 CartPole-v1 --seeds 0 1 2 --steps 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# The settings the README recommends for small vector tasks on a CPU (see README, "Benchmarks").
+RECOMMENDED = ["model=size1m", "batch.length=32", "run.train_ratio=64", "agent.opt.lr=1e-4", "agent.opt.warmup=100"]
+TARGETS = {"Pendulum-v1": -200.0, "CartPole-v1": 475.0}
+
+
+def curve(run_dir: Path) -> list[tuple[int, float]]:
+    points = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "eval/return" in row:
+            points.append((row["step"], row["eval/return"]))
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=["Pendulum-v1", "CartPole-v1"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--eval-every", type=int, default=2000)
+    parser.add_argument("--parallel", type=int, default=2, help="runs at once (each uses one thread)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("overrides", nargs="*", help="extra config overrides for every run")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(task, seed) for task in args.tasks for seed in args.seeds]
+    running: list[tuple[str, int, Path, subprocess.Popen, float]] = []
+    results: dict[str, dict] = {}
+    while jobs or running:
+        while jobs and len(running) < args.parallel:
+            task, seed = jobs.pop(0)
+            run_dir = args.runs / f"{task}-seed{seed}-{time.strftime('%H%M%S')}"
+            cmd = [sys.executable, "-m", "worldmodels.train", "env=gym", f"env.id={task}", f"seed={seed}",
+                   f"run.steps={args.steps}", f"run.eval_every={args.eval_every}", "run.eval_episodes=5",
+                   "run.threads=1", "run.progress=false", f"run.dir={run_dir}", *RECOMMENDED, *args.overrides]
+            print("start:", " ".join(cmd[2:]), flush=True)
+            log = open(args.runs.parent / f"{run_dir.name}.log", "w") if args.runs.parent.exists() else subprocess.DEVNULL
+            running.append((task, seed, run_dir, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log), time.time()))
+        time.sleep(5)
+        for item in list(running):
+            task, seed, run_dir, proc, began = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            wall = time.time() - began
+            points = curve(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+            results.setdefault(task, {})[str(seed)] = {"returncode": proc.returncode, "wall_s": wall, "curve": points, "run_dir": str(run_dir)}
+            final = points[-1][1] if points else float("nan")
+            print(f"done: {task} seed {seed}: final eval return {final:.1f}, {wall / 60:.1f} min, rc {proc.returncode}", flush=True)
+            save(results, args)
+
+
+def save(results: dict, args: argparse.Namespace) -> None:
+    summary = {"settings": RECOMMENDED + list(args.overrides), "steps": args.steps, "targets": TARGETS, "tasks": results}
+    for task, seeds in results.items():
+        finals = [s["curve"][-1][1] for s in seeds.values() if s["curve"]]
+        if finals:
+            summary.setdefault("final", {})[task] = {"mean": sum(finals) / len(finals), "seeds": len(finals),
+                                                     "wall_min_mean": sum(s["wall_s"] for s in seeds.values()) / len(seeds) / 60}
+    (args.out / "learning.json").write_text(json.dumps(summary, indent=2))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
+        for ax, (task, seeds) in zip(axes[0], sorted(results.items())):
+            for seed, run in sorted(seeds.items()):
+                if run["curve"]:
+                    xs, ys = zip(*run["curve"])
+                    ax.plot(xs, ys, marker="o", label=f"seed {seed}")
+            if task in TARGETS:
+                ax.axhline(TARGETS[task], color="k", ls="--", lw=1, label="target")
+            ax.set(title=task, xlabel="env steps", ylabel="eval return")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(args.out / "learning.png", dpi=100)
+        plt.close(fig)
+    except Exception as e:  # noqa: BLE001 - the JSON is the result; the plot is a convenience
+        print(f"plot failed: {e}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
