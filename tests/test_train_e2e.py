@@ -107,6 +107,8 @@ def test_refuses_to_overwrite_a_trained_run(trained_run: Path):
         ("env.id=NoSuchEnv-v9", "NoSuchEnv-v9"),
         ("batch.length=1", "batch.length"),
         ("agent.bins=4", "agent.bins"),
+        ("model=size3m", "model/size3m"),
+        ("no_such_key=1", "no_such_key"),
     ],
 )
 def test_bad_config_gives_one_line_error_and_writes_nothing(tmp_path: Path, override: str, words: str):

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from worldmodels.checkpoint import load_checkpoint
 from worldmodels.driver import Driver
 from worldmodels.errors import UserError
-from worldmodels.setup import CONFIG_DIR, make_agent, make_env, seed_everything
+from worldmodels.setup import CONFIG_DIR, check_overrides, make_agent, make_env, seed_everything
 
 
 def evaluate(checkpoint: str, episodes: int, seed: int = 0, device: str = "cpu", mode: str = "mode") -> dict:
@@ -60,7 +60,7 @@ def evaluate(checkpoint: str, episodes: int, seed: int = 0, device: str = "cpu",
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base=None)
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     try:
         if not cfg.checkpoint:
             raise UserError("missing checkpoint=<run>/checkpoints/latest")
@@ -74,6 +74,15 @@ def main(cfg: DictConfig) -> None:
         f"{s['env']} at step {s['step']}: return {s['policy/return_mean']:.1f} +- {s['policy/return_std']:.1f} "
         f"(min {s['policy/return_min']:.1f}, max {s['policy/return_max']:.1f}) over {s['episodes']} episodes; saved {s['saved']}"
     )
+
+
+def main() -> None:
+    try:
+        check_overrides(sys.argv[1:])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,32 @@ from worldmodels.errors import UserError
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
+def check_overrides(argv: list[str]) -> None:
+    """Compose the config once before Hydra does, so an unknown preset or key gets one line, not Hydra's page.
+
+    Hydra's own flags (--help, --cfg, -m, ...) are left to Hydra.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(arg.startswith("-") for arg in argv):
+        return
+    try:
+        with initialize_config_dir(CONFIG_DIR, version_base=None):
+            compose("config", argv)
+    except (HydraException, OmegaConfBaseException) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        message = lines[0] if lines else type(e).__name__
+        if "Available options" in str(e):
+            group = str(e).split("Available options in '")[1].split("'")[0]
+            options = [line for line in lines if line and " " not in line and "=" not in line]
+            message += f" (available {group} presets: {', '.join(options)})"
+        if "not in struct" in str(e):
+            message += " There is no such config key (see configs/config.yaml)."
+        raise UserError(message) from None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -17,7 +17,7 @@ from worldmodels.driver import Driver
 from worldmodels.errors import UserError
 from worldmodels.logger import Logger
 from worldmodels.replay import Replay
-from worldmodels.setup import CONFIG_DIR, make_agent, make_env, seed_everything, set_threads, to_torch
+from worldmodels.setup import CONFIG_DIR, check_overrides, make_agent, make_env, seed_everything, set_threads, to_torch
 
 
 def prepare_run_dir(cfg: DictConfig) -> Path:
@@ -154,12 +154,21 @@ def train(cfg: DictConfig) -> Path:
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base=None)
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     try:
         train(cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def main() -> None:
+    try:
+        check_overrides(sys.argv[1:])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
 
 
 if __name__ == "__main__":
