@@ -13,7 +13,7 @@ from torch import nn
 from worldmodels.heads import Actor, TwoHotHead
 from worldmodels.optim import LaProp
 from worldmodels.returns import ReturnNorm, lambda_return
-from worldmodels.transforms import twohot_bins, twohot_loss, twohot_mean
+from worldmodels.transforms import twohot_bins, twohot_mean, twohot_nll
 from worldmodels.world_model import Batch, WorldModel
 
 Carry = tuple[dict[str, torch.Tensor], torch.Tensor]
@@ -105,6 +105,12 @@ class Agent(nn.Module):
         return action.clamp(-1, 1).cpu().numpy()
 
     # -- learning ------------------------------------------------------------------------------
+    def critic_loss(self, logits: torch.Tensor, ret: torch.Tensor, slow_val: torch.Tensor) -> torch.Tensor:
+        """Two-hot loss toward the returns plus the regulariser toward the slow critic's predictions."""
+        logp = torch.log_softmax(logits, -1)
+        bins = self.critic.bins
+        return twohot_nll(logp, ret, bins) + self.cfg["slowreg"] * twohot_nll(logp, slow_val, bins)
+
     def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Roll the prior forward under the actor from N start states.
 
@@ -159,7 +165,7 @@ class Agent(nn.Module):
         w = weight[:, :-1]
         losses["policy"] = -w * (logp * adv + self.cfg["actent"] * ent)
         value_logits = critic_logits[:, :-1]
-        losses["value"] = w * (twohot_loss(value_logits, ret, bins) + self.cfg["slowreg"] * twohot_loss(value_logits, slow_val, bins))
+        losses["value"] = w * self.critic_loss(value_logits, ret, slow_val)
 
         # Replay value: the critic also learns on real trajectories, bootstrapped from imagined returns;
         # this loss reaches the world-model features, the imagination losses do not.
@@ -171,7 +177,7 @@ class Agent(nn.Module):
             rep_ret = lambda_return(batch["reward"].float(), boot, self.gamma * (1 - term), self.cfg["lam"] * (1 - last))
             rep_slow = self.slow_critic.mean(wm_feat[:, :-1].detach())
         rep_w = 1.0 - last[:, :-1]
-        losses["repval"] = rep_w * (twohot_loss(rep_logits, rep_ret, bins) + self.cfg["slowreg"] * twohot_loss(rep_logits, rep_slow, bins))
+        losses["repval"] = rep_w * self.critic_loss(rep_logits, rep_ret, rep_slow)
 
         assert set(losses) == set(self.scales), (sorted(losses), sorted(self.scales))
         total = sum(self.scales[k] * v.mean() for k, v in losses.items())

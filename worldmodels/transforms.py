@@ -63,13 +63,17 @@ def twohot_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     return (neg + pos).sum(-1) + probs[..., mid] * bins[mid]
 
 
-def twohot_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy between the two-hot encoding of raw targets and softmax(logits), per element.
+def twohot_nll(logp: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of raw targets' two-hot encodings under log-probabilities `logp` (..., K), per element.
 
     Gathers the two log-probabilities instead of building (..., K) two-hot vectors: same value, far less memory.
     """
-    logp = torch.log_softmax(logits, -1)
     below, above, w_below, w_above = _twohot_indices(target, bins)
     lp_below = logp.gather(-1, below[..., None]).squeeze(-1)
     lp_above = logp.gather(-1, above[..., None]).squeeze(-1)
     return -(w_below * lp_below + w_above * lp_above)
+
+
+def twohot_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy between the two-hot encoding of raw targets and softmax(logits), per element."""
+    return twohot_nll(torch.log_softmax(logits, -1), target, bins)
