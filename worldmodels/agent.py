@@ -8,12 +8,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from worldmodels.heads import Actor, TwoHotHead
 from worldmodels.optim import LaProp
 from worldmodels.returns import ReturnNorm, lambda_return
-from worldmodels.transforms import twohot_bins, twohot_mean, twohot_nll
+from worldmodels.transforms import twohot_bins, twohot_expect, twohot_nll
 from worldmodels.world_model import Batch, WorldModel
 
 Carry = tuple[dict[str, torch.Tensor], torch.Tensor]
@@ -78,8 +79,8 @@ class Agent(nn.Module):
         """
         rssm = self.wm.rssm
         rssm._gru = torch.compile(rssm._gru, dynamic=False)
-        rssm.prior_logits = torch.compile(rssm.prior_logits, dynamic=False)
         rssm.post_logits = torch.compile(rssm.post_logits, dynamic=False)
+        self._imagine_step = torch.compile(self._imagine_step, dynamic=False)
 
     # -- acting --------------------------------------------------------------------------------
     def initial_carry(self, batch: int) -> Carry:
@@ -105,35 +106,33 @@ class Agent(nn.Module):
         return action.clamp(-1, 1).cpu().numpy()
 
     # -- learning ------------------------------------------------------------------------------
-    def critic_loss(self, logits: torch.Tensor, ret: torch.Tensor, slow_val: torch.Tensor) -> torch.Tensor:
+    def critic_loss(self, logp: torch.Tensor, ret: torch.Tensor, slow_val: torch.Tensor) -> torch.Tensor:
         """Two-hot loss toward the returns plus the regulariser toward the slow critic's predictions."""
-        logp = torch.log_softmax(logits, -1)
         bins = self.critic.bins
         return twohot_nll(logp, ret, bins) + self.cfg["slowreg"] * twohot_nll(logp, slow_val, bins)
 
-    def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[torch.Tensor, torch.Tensor, list]:
-        """Roll the prior forward under the actor from N start states.
+    def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Roll the prior forward under the actor from N start states: feats (N, H+1, F), actions (N, H+1, A).
 
-        Returns feats (N, H+1, F), actions (N, H+1, A) and the H+1 policy distributions. The dynamics run
-        without autograd (the actor learns by REINFORCE, the critic from fixed targets, so no gradient
-        needs to flow through them); the policies keep their graph so the actor is not run twice.
+        Runs without autograd: the actor learns by REINFORCE and the critic from fixed targets, so no
+        gradient needs to flow through the dynamics; the actor is re-run on all feats at once afterwards.
         """
-        rssm = self.wm.rssm
-        state = start
-        feat = rssm.feat(state)
-        feats, actions, policies = [feat], [], []
-        for t in range(horizon + 1):
-            policy = self.actor(feat)
-            action = policy.sample().detach()
-            policies.append(policy)
-            actions.append(action)
-            if t == horizon:
-                break
-            with torch.no_grad():
-                state = rssm.imagine_step(state, action)
-                feat = rssm.feat(state)
-            feats.append(feat)
-        return torch.stack(feats, 1), torch.stack(actions, 1), policies
+        with torch.no_grad():
+            deter, stoch = start["deter"], start["stoch"]
+            feat = self.wm.rssm.feat(start)
+            feats, actions = [feat], []
+            for _ in range(horizon):
+                action, deter, stoch, feat = self._imagine_step(deter, stoch, feat)
+                actions.append(action)
+                feats.append(feat)
+            actions.append(self.actor(feat).sample())
+        return torch.stack(feats, 1), torch.stack(actions, 1)
+
+    def _imagine_step(self, deter: torch.Tensor, stoch: torch.Tensor, feat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Act, then step the prior: the whole body of the imagination loop, one unit for torch.compile."""
+        action = self.actor(feat).sample()
+        state = self.wm.rssm.imagine_step({"deter": deter, "stoch": stoch}, action)
+        return action, state["deter"], state["stoch"], self.wm.rssm.feat(state)
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total scaled loss and metrics of one update (world model, actor, critic, replay value)."""
@@ -146,30 +145,30 @@ class Agent(nn.Module):
         # Imagination from every posterior state of the batch.
         start = {k: post[k].detach().reshape(B * T, *post[k].shape[2:]) for k in ("deter", "stoch")}
         horizon = int(self.cfg["imag_length"])
-        feats, actions, policies = self.imagine(start, horizon)
-        critic_logits = self.critic(feats)
+        feats, actions = self.imagine(start, horizon)
+        critic_logp = torch.log_softmax(self.critic(feats), -1)
         with torch.no_grad():
-            rew = self.wm.reward.mean(feats)
-            con = self.wm.cont.prob(feats)
-            con[:, 0] = 1.0 - batch["is_terminal"].reshape(-1).float()
+            # Rewards and continuation of the start states are not used: they come from the replay.
+            rew = F.pad(self.wm.reward.mean(feats[:, 1:]), (1, 0))
+            con = torch.cat([1.0 - batch["is_terminal"].reshape(-1, 1).float(), self.wm.cont.prob(feats[:, 1:])], 1)
             disc = self.gamma * con
             weight = torch.cumprod(disc, 1) / self.gamma  # weight[t]: probability of still being alive at t
-            val = twohot_mean(critic_logits.detach(), bins)
+            val = twohot_expect(critic_logp.detach().exp(), bins)
             ret = lambda_return(rew, val, disc, torch.full_like(val, self.cfg["lam"]))
             self.retnorm.update(ret)
             adv = (ret - val[:, :-1]) / self.retnorm.scale()
             slow_val = self.slow_critic.mean(feats[:, :-1])
 
-        logp = torch.stack([p.log_prob(a) for p, a in zip(policies[:-1], actions[:, :-1].unbind(1))], 1)
-        ent = torch.stack([p.entropy() for p in policies[:-1]], 1)
+        policy = self.actor(feats[:, :-1])
+        logp = policy.log_prob(actions[:, :-1])
+        ent = policy.entropy()
         w = weight[:, :-1]
         losses["policy"] = -w * (logp * adv + self.cfg["actent"] * ent)
-        value_logits = critic_logits[:, :-1]
-        losses["value"] = w * self.critic_loss(value_logits, ret, slow_val)
+        losses["value"] = w * self.critic_loss(critic_logp[:, :-1], ret, slow_val)
 
         # Replay value: the critic also learns on real trajectories, bootstrapped from imagined returns;
         # this loss reaches the world-model features, the imagination losses do not.
-        rep_logits = self.critic(wm_feat[:, :-1])
+        rep_logp = torch.log_softmax(self.critic(wm_feat[:, :-1]), -1)
         with torch.no_grad():
             boot = ret[:, 0].reshape(B, T)
             last = batch["is_last"].float()
@@ -177,7 +176,7 @@ class Agent(nn.Module):
             rep_ret = lambda_return(batch["reward"].float(), boot, self.gamma * (1 - term), self.cfg["lam"] * (1 - last))
             rep_slow = self.slow_critic.mean(wm_feat[:, :-1].detach())
         rep_w = 1.0 - last[:, :-1]
-        losses["repval"] = rep_w * self.critic_loss(rep_logits, rep_ret, rep_slow)
+        losses["repval"] = rep_w * self.critic_loss(rep_logp, rep_ret, rep_slow)
 
         assert set(losses) == set(self.scales), (sorted(losses), sorted(self.scales))
         total = sum(self.scales[k] * v.mean() for k, v in losses.items())

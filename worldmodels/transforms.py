@@ -51,12 +51,16 @@ def twohot_encode(target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
 
 
 def twohot_mean(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Expected value under softmax(logits), summed symmetrically from the centre outwards.
+    """Expected value under softmax(logits)."""
+    return twohot_expect(torch.softmax(logits, -1), bins)
 
-    Summing the negative and positive halves pairwise keeps uniform logits at exactly 0 instead of a
-    float error of order 1e-1 that the huge outer bins (about 5e8) would otherwise leave.
+
+def twohot_expect(probs: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Expected value of bin probabilities, summed symmetrically from the centre outwards.
+
+    Summing the negative and positive halves pairwise keeps uniform probabilities at exactly 0 instead
+    of a float error of order 1e-1 that the huge outer bins (about 5e8) would otherwise leave.
     """
-    probs = torch.softmax(logits, -1)
     mid = (bins.shape[0] - 1) // 2
     neg = (probs[..., :mid] * bins[:mid]).flip(-1)
     pos = probs[..., mid + 1 :] * bins[mid + 1 :]
