@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The settings the README recommends for small vector tasks on a CPU (see README, "Benchmarks").
-RECOMMENDED = ["model=size1m", "batch.length=32", "run.train_ratio=64", "agent.opt.lr=1e-4", "agent.opt.warmup=100"]
+RECOMMENDED = ["model=size1m", "exp=small"]
 TARGETS = {"Pendulum-v1": -200.0, "CartPole-v1": 475.0}
 
 
@@ -29,6 +30,19 @@ def curve(run_dir: Path) -> list[tuple[int, float]]:
         if "eval/return" in row:
             points.append((row["step"], row["eval/return"]))
     return points
+
+
+def finished(run_dir: Path, steps: int) -> bool:
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.exists():
+        return False
+    lines = metrics.read_text().splitlines()
+    return bool(lines) and json.loads(lines[-1])["step"] >= steps
+
+
+def wall_time(run_dir: Path) -> float:
+    """Seconds from the run's config being written to its last metrics line."""
+    return (run_dir / "metrics.jsonl").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
 
 
 def main() -> None:
@@ -49,12 +63,19 @@ def main() -> None:
     while jobs or running:
         while jobs and len(running) < args.parallel:
             task, seed = jobs.pop(0)
-            run_dir = args.runs / f"{task}-seed{seed}-{time.strftime('%H%M%S')}"
+            run_dir = args.runs / f"{task}-seed{seed}"
+            if finished(run_dir, args.steps):  # a finished run is reused, so the benchmark can be resumed
+                results.setdefault(task, {})[str(seed)] = {"returncode": 0, "wall_s": wall_time(run_dir), "curve": curve(run_dir), "run_dir": str(run_dir)}
+                print(f"reuse: {run_dir}", flush=True)
+                continue
+            if run_dir.exists():
+                shutil.rmtree(run_dir)  # an unfinished run of this benchmark: start it again
             cmd = [sys.executable, "-m", "worldmodels.train", "env=gym", f"env.id={task}", f"seed={seed}",
                    f"run.steps={args.steps}", f"run.eval_every={args.eval_every}", "run.eval_episodes=5",
                    "run.threads=1", "run.progress=false", f"run.dir={run_dir}", *RECOMMENDED, *args.overrides]
             print("start:", " ".join(cmd[2:]), flush=True)
-            log = open(args.runs.parent / f"{run_dir.name}.log", "w") if args.runs.parent.exists() else subprocess.DEVNULL
+            args.runs.mkdir(parents=True, exist_ok=True)
+            log = open(args.runs / f"{run_dir.name}.log", "w")  # noqa: SIM115 - closed with the process
             running.append((task, seed, run_dir, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log), time.time()))
         time.sleep(5)
         for item in list(running):
@@ -68,15 +89,25 @@ def main() -> None:
             final = points[-1][1] if points else float("nan")
             print(f"done: {task} seed {seed}: final eval return {final:.1f}, {wall / 60:.1f} min, rc {proc.returncode}", flush=True)
             save(results, args)
+    summary = save(results, args)
+    for task, row in summary.get("final", {}).items():
+        verdict = "meets" if row["mean"] >= TARGETS.get(task, float("-inf")) else "misses"
+        print(f"{task}: mean final eval return {row['mean']:.1f} over {row['seeds']} seeds ({verdict} target {TARGETS.get(task)}), "
+              f"{row['wall_min_mean']:.1f} min per run; per seed: {row['per_seed']}")
+    print(f"saved {args.out / 'learning.json'} and {args.out / 'learning.png'}")
 
 
-def save(results: dict, args: argparse.Namespace) -> None:
+def save(results: dict, args: argparse.Namespace) -> dict:
     summary = {"settings": RECOMMENDED + list(args.overrides), "steps": args.steps, "targets": TARGETS, "tasks": results}
     for task, seeds in results.items():
         finals = [s["curve"][-1][1] for s in seeds.values() if s["curve"]]
         if finals:
-            summary.setdefault("final", {})[task] = {"mean": sum(finals) / len(finals), "seeds": len(finals),
-                                                     "wall_min_mean": sum(s["wall_s"] for s in seeds.values()) / len(seeds) / 60}
+            summary.setdefault("final", {})[task] = {
+                "mean": sum(finals) / len(finals),
+                "seeds": len(finals),
+                "per_seed": {seed: round(s["curve"][-1][1], 1) for seed, s in sorted(seeds.items()) if s["curve"]},
+                "wall_min_mean": sum(s["wall_s"] for s in seeds.values()) / len(seeds) / 60,
+            }
     (args.out / "learning.json").write_text(json.dumps(summary, indent=2))
     try:
         import matplotlib
@@ -99,6 +130,7 @@ def save(results: dict, args: argparse.Namespace) -> None:
         plt.close(fig)
     except Exception as e:  # noqa: BLE001 - the JSON is the result; the plot is a convenience
         print(f"plot failed: {e}", file=sys.stderr)
+    return summary
 
 
 if __name__ == "__main__":
