@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,12 +92,40 @@ def test_evaluate_entry_point_reports_and_saves(trained_run: Path):
     assert summary["policy/return_min"] <= summary["policy/return_mean"] <= summary["policy/return_max"]
 
 
-def test_refuses_to_overwrite_a_trained_run(trained_run: Path):
-    before = (trained_run / "checkpoints" / "latest").read_bytes()
-    proc = run_module("worldmodels.train", "env=dummy", "model=debug", f"run.dir={trained_run}", cwd=trained_run)
-    assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: run folder")
-    assert (trained_run / "checkpoints" / "latest").read_bytes() == before
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_rerun_resumes_and_continues(trained_run: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    proc = run_module("worldmodels.train", "env=dummy", "model=debug", "run.steps=400", "run.progress=false", f"run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming" in proc.stderr
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 400
+    payload = load_checkpoint(run_dir / "checkpoints")
+    assert payload["step"] == 400 and payload["updates"] > load_checkpoint(trained_run / "checkpoints")["updates"]
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [("env.id=continuous", "env.id was 'discrete'"), ("model.units=32", "model.units was 16"), ("model=size1m", "model.")],
+)
+def test_resume_with_incompatible_config_is_refused_and_changes_nothing(trained_run: Path, tmp_path: Path, override: str, words: str):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    before = _snapshot(run_dir)
+    proc = run_module("worldmodels.train", "env=dummy", "model=debug", override, f"run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot resume" in lines[0] and words in lines[0], proc.stderr
+    assert _snapshot(run_dir) == before
+
+
+def test_resume_names_a_folder_without_checkpoint(tmp_path: Path):
+    proc = run_module("worldmodels.train", "env=dummy", "model=debug", f"resume={tmp_path / 'empty'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "holds no checkpoint" in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -194,15 +194,27 @@ class Agent(nn.Module):
         return total, metrics
 
     def train_step(self, batch: Batch) -> dict[str, float]:
-        """One update of every network from a replayed batch (B, T, ...)."""
+        """One update of every network from a replayed batch (B, T, ...).
+
+        A non-finite loss or gradient skips the update (weights, optimiser and slow critic untouched)
+        and reports `train/nonfinite` = 1, so one bad batch cannot poison the run.
+        """
         self.train()
         total, metrics = self.loss(batch)
         self.opt.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt.step()
-        with torch.no_grad():
-            rate = self.cfg["slow_rate"]
-            for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
-                slow.lerp_(fast, rate)
+        finite = bool(torch.isfinite(total))
+        if finite:
+            total.backward()
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()))
+        if finite:
+            self.opt.step()
+            with torch.no_grad():
+                rate = self.cfg["slow_rate"]
+                for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
+                    slow.lerp_(fast, rate)
+        else:
+            self.opt.zero_grad(set_to_none=True)
         metrics["loss/total"] = total.detach()
+        metrics["train/nonfinite"] = torch.tensor(0.0 if finite else 1.0)
         return {k: float(v) for k, v in metrics.items()}

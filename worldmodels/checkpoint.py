@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,16 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save({"format": FORMAT, **payload}, f)
         f.flush()
         os.fsync(f.fileno())
+    if path.exists():  # the last good one stays as `previous` until the new one is complete
+        os.replace(path, path.with_name("previous"))
     os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with `weights_only=True`, so a crafted file cannot run code; bad files raise UserError."""
     path = Path(path)
-    if path.is_dir() and (path / "latest").is_file():
-        path = path / "latest"
+    if path.is_dir():
+        return _load_newest_good(path, map_location)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
@@ -48,3 +51,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"checkpoint {path} is not a worldmodels checkpoint (format {FORMAT})")
     return payload
+
+
+def _load_newest_good(folder: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """`latest`, or `previous` when `latest` is missing or damaged (a crash between the two renames)."""
+    latest, previous = folder / "latest", folder / "previous"
+    if not latest.exists() and not previous.exists():
+        raise UserError(f"checkpoint not found in {folder} (no latest or previous)")
+    try:
+        return load_checkpoint(latest, map_location)
+    except UserError as e:
+        if not previous.is_file():
+            raise
+        warnings.warn(f"{e}; using {previous} instead", stacklevel=2)
+        return load_checkpoint(previous, map_location)

@@ -85,6 +85,11 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
         for key in ("log_every", "eval_every", "save_every", "threads"):
             _int(cfg, f"run.{key}", 0)
         _int(cfg, "run.eval_episodes", 1)
+        _int(cfg, "run.max_env_failures", 0)
+        _int(cfg, "run.max_nonfinite", 1)
+        _int(cfg, "replay.chunk", 1)
+        if not isinstance(_get(cfg, "replay.persist"), bool):
+            raise UserError(f"config value replay.persist={_get(cfg, 'replay.persist')!r} is invalid: expected true or false")
         _choice(cfg, "run.eval_mode", ("mode", "sample"))
         _int(cfg, "batch.size", 1)
         _int(cfg, "batch.length", 2)
@@ -93,3 +98,26 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
             raise UserError(f"config value replay.capacity={cfg.replay.capacity} is invalid: must be >= batch.length={cfg.batch.length}")
     else:
         _int(cfg, "episodes", 1)
+
+
+# Settings a resumed run must share with the run it continues: they shape the networks, the
+# environment and what the replay holds. Everything else (steps, intervals, ratios) may change.
+RESUME_FIXED = ("env", "model", "agent.bins")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+def resume_conflict(saved: DictConfig, new: DictConfig) -> str | None:
+    """The first difference that makes `saved` impossible to continue under `new`, as a sentence, or None."""
+    for key in RESUME_FIXED:
+        before, after = _plain(OmegaConf.select(saved, key)), _plain(OmegaConf.select(new, key))
+        if before == after:
+            continue
+        if isinstance(before, dict) and isinstance(after, dict):
+            for sub in sorted(set(before) | set(after)):
+                if before.get(sub) != after.get(sub):
+                    return f"{key}.{sub} was {before.get(sub)!r} and is now {after.get(sub)!r}"
+        return f"{key} was {before!r} and is now {after!r}"
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +10,10 @@ import gymnasium as gym
 import numpy as np
 
 Step = dict[str, Any]
+
+
+class EnvFailure(RuntimeError):
+    """The environment kept failing: more consecutive errors in reset/step than allowed."""
 
 
 class Driver:
@@ -23,14 +28,48 @@ class Driver:
         agent: anything with `policy(obs, carry, mode)` and `env_action(action)` (see Agent).
         mode: "sample" to explore, "mode" for greedy evaluation.
         action_repeat: environment steps per agent step, for counting env steps.
+        recreate: builds a fresh env after an exception in reset or step; None lets exceptions through.
+        max_failures: consecutive failures tolerated before EnvFailure is raised.
+        on_failure: called when a step failed mid-episode (the replay marks its newest step as the last).
     """
 
-    def __init__(self, env: gym.Env, agent: Any, mode: str = "sample", action_repeat: int = 1):
+    def __init__(
+        self,
+        env: gym.Env,
+        agent: Any,
+        mode: str = "sample",
+        action_repeat: int = 1,
+        recreate: Callable[[], gym.Env] | None = None,
+        max_failures: int = 10,
+        on_failure: Callable[[], None] | None = None,
+    ):
         self.env, self.agent, self.mode, self.repeat = env, agent, mode, action_repeat
+        self.recreate, self.max_failures, self.on_failure = recreate, max_failures, on_failure
         self.carry = None
         self.pending: Step | None = None  # the next observation to act on, with its flags
         self.episode_return = 0.0
         self.episode_length = 0
+        self.failures = 0  # all environment failures so far
+        self.consecutive = 0  # failures since the last successful step
+
+    def _fail(self, error: Exception, mid_episode: bool) -> None:
+        """Count the failure, end the broken episode where it stands, and rebuild the environment."""
+        self.failures += 1
+        self.consecutive += 1
+        warnings.warn(f"environment failed ({type(error).__name__}: {error}); recreating it", stacklevel=3)
+        if mid_episode and self.on_failure is not None:
+            self.on_failure()
+        self.pending, self.carry = None, None
+        if self.consecutive > self.max_failures:
+            raise EnvFailure(f"the environment failed {self.consecutive} times in a row; last error: {type(error).__name__}: {error}")
+        try:
+            self.env.close()
+        except Exception:  # noqa: BLE001, S110 - a broken env may also fail to close
+            pass
+        try:
+            self.env = self.recreate()
+        except Exception as e:  # noqa: BLE001 - counted like any other failure
+            self._fail(e, mid_episode=False)
 
     def _observe(self, obs: dict[str, np.ndarray], reward: float, first: bool, last: bool, terminal: bool) -> Step:
         step = {k: np.asarray(v) for k, v in obs.items()}
@@ -40,7 +79,13 @@ class Driver:
     def step(self, on_step: Callable[[Step], None] | None = None) -> tuple[int, dict[str, float] | None]:
         """Act once. Returns (env steps taken, episode stats when an episode ended else None)."""
         if self.pending is None:
-            obs, _ = self.env.reset()
+            try:
+                obs, _ = self.env.reset()
+            except Exception as e:
+                if self.recreate is None:
+                    raise
+                self._fail(e, mid_episode=False)
+                return 0, None
             self.pending = self._observe(obs, 0.0, True, False, False)
             self.episode_return, self.episode_length = 0.0, 0
         step = self.pending
@@ -52,7 +97,14 @@ class Driver:
         if step["is_last"]:
             self.pending = None
             return 0, {"return": self.episode_return, "length": self.episode_length}
-        obs, reward, terminated, truncated, _ = self.env.step(self.agent.env_action(action)[0])
+        try:
+            obs, reward, terminated, truncated, _ = self.env.step(self.agent.env_action(action)[0])
+        except Exception as e:
+            if self.recreate is None:
+                raise
+            self._fail(e, mid_episode=True)
+            return 0, None
+        self.consecutive = 0
         self.episode_return += float(reward)
         self.episode_length += 1
         self.pending = self._observe(obs, reward, False, bool(terminated or truncated), bool(terminated))

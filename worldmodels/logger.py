@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from tqdm import tqdm
@@ -17,7 +18,8 @@ class Logger:
 
         self.run_dir = Path(run_dir)
         self.metrics = open(self.run_dir / "metrics.jsonl", "a")
-        self.tb = SummaryWriter(str(self.run_dir / "tb"))
+        # purge_step hides events a killed run wrote after its last checkpoint.
+        self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=initial_step or None)
         self.bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True, mininterval=1.0, disable=not progress)
         self.step = initial_step
 
@@ -40,3 +42,22 @@ class Logger:
         self.bar.close()
         self.metrics.close()
         self.tb.close()
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines past `step` (written after the checkpoint a run resumes from) and any torn last line.
+
+    Keeps `step` monotone in metrics.jsonl across kills; rewritten atomically.
+    """
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, path)

@@ -46,6 +46,8 @@ class ReturnNorm(nn.Module):
     @torch.no_grad()
     def update(self, ret: torch.Tensor) -> None:
         flat = ret.detach().reshape(-1).float()
+        if not bool(torch.isfinite(flat).all()):
+            return  # a diverged batch must not move the statistics (its update is skipped too)
         qs = torch.quantile(flat, torch.tensor([self.low, self.high], device=flat.device))
         self.lo.lerp_(qs[0], self.rate)
         self.hi.lerp_(qs[1], self.rate)

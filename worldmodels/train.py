@@ -1,35 +1,81 @@
-"""Training entry point: `python -m worldmodels.train [overrides]` (a Hydra application)."""
+"""Training entry point: `python -m worldmodels.train [overrides]` (a Hydra application).
+
+Rerunning the same command in the same `run.dir` (or passing `resume=<run folder>`) continues a run
+where its last checkpoint left it: counters, weights, optimiser, normaliser, RNG states and replay.
+"""
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from worldmodels.checkpoint import save_checkpoint
-from worldmodels.config import validate
-from worldmodels.driver import Driver
+from worldmodels.checkpoint import load_checkpoint, save_checkpoint
+from worldmodels.config import resume_conflict, validate
+from worldmodels.driver import Driver, EnvFailure
 from worldmodels.errors import UserError
-from worldmodels.logger import Logger
+from worldmodels.logger import Logger, truncate_metrics
 from worldmodels.replay import Replay
+from worldmodels.replay_store import ChunkStore
 from worldmodels.setup import CONFIG_DIR, check_overrides, make_agent, make_env, seed_everything, set_threads, to_torch
 
 
-def prepare_run_dir(cfg: DictConfig) -> Path:
-    """The run's folder: run.dir, or a fresh runs/<suite>-<task>-<time>. Refuses to overwrite a trained run."""
-    if cfg.run.dir:
+def prepare_run_dir(cfg: DictConfig) -> tuple[Path, dict[str, Any] | None]:
+    """The run's folder and, when it holds a checkpoint, that checkpoint (to resume from).
+
+    `resume=<folder>` must name a folder with a checkpoint; `run.dir` resumes when it holds one and
+    starts fresh otherwise; with neither, a fresh folder runs/<suite>-<task>-<time> is used.
+    """
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        if not (run_dir / "checkpoints" / "latest").exists() and not (run_dir / "checkpoints" / "previous").exists():
+            raise UserError(f"cannot resume: {run_dir} holds no checkpoint (checkpoints/latest)")
+    elif cfg.run.dir:
         run_dir = Path(cfg.run.dir)
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = Path("runs") / f"{cfg.env.suite}-{cfg.env.id}-{stamp}".replace("/", "-")
-    if (run_dir / "checkpoints" / "latest").exists():
-        raise UserError(f"run folder {run_dir} already holds a trained run; pick another run.dir")
-    return run_dir
+    checkpoints = run_dir / "checkpoints"
+    if not (checkpoints / "latest").exists() and not (checkpoints / "previous").exists():
+        return run_dir, None
+    payload = load_checkpoint(checkpoints)
+    conflict = resume_conflict(OmegaConf.create(payload["config"]), cfg)
+    if conflict:
+        raise UserError(f"cannot resume {run_dir}: {conflict}; use another run.dir for a new run")
+    return run_dir, payload
+
+
+def _numpy_state() -> dict[str, Any]:
+    """NumPy's global RNG state with plain lists instead of arrays, so checkpoints stay weights-only."""
+    state = np.random.get_state(legacy=False)
+    state["state"] = {"key": state["state"]["key"].tolist(), "pos": int(state["state"]["pos"])}
+    return state
+
+
+def rng_state(replay: Replay) -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state(),
+        "python": random.getstate(),
+        "replay": replay.rng.bit_generator.state,
+    }
+
+
+def set_rng_state(state: dict[str, Any], replay: Replay) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy_state = dict(state["numpy"])
+    numpy_state["state"] = {"key": np.asarray(numpy_state["state"]["key"], dtype=np.uint32), "pos": numpy_state["state"]["pos"]}
+    np.random.set_state(numpy_state)
+    random.setstate(state["python"])
+    replay.rng.bit_generator.state = state["replay"]
 
 
 class Trainer:
@@ -42,25 +88,59 @@ class Trainer:
         self.agent = make_agent(cfg, self.env)
         if cfg.run.compile:
             self.agent.compile_steps()
-        self.replay = Replay(cfg.replay.capacity, seed=cfg.seed)
+        store = ChunkStore(run_dir / "replay") if cfg.replay.persist else None
+        self.replay = Replay(cfg.replay.capacity, seed=cfg.seed, store=store, chunk=cfg.replay.chunk)
         repeat = cfg.env.action_repeat
-        self.driver = Driver(self.env, self.agent, "sample", repeat)
-        self.eval_driver = Driver(self.eval_env, self.agent, cfg.run.eval_mode, repeat)
+        self.driver = Driver(
+            self.env,
+            self.agent,
+            "sample",
+            repeat,
+            recreate=lambda: make_env(cfg.env, cfg.seed + 1000 + self.driver.failures),
+            max_failures=cfg.run.max_env_failures,
+            on_failure=self.replay.mark_last,
+        )
+        self.eval_driver = Driver(
+            self.eval_env,
+            self.agent,
+            cfg.run.eval_mode,
+            repeat,
+            recreate=lambda: make_env(cfg.env, cfg.seed + 20_000 + self.eval_driver.failures),
+            max_failures=cfg.run.max_env_failures,
+        )
         self.step = 0
         self.updates = 0
         self.train_from: int | None = None  # env step at which training started (train-ratio accounting)
+        self.nonfinite = 0  # consecutive skipped updates
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "step": self.step,
+            "updates": self.updates,
+            "train_from": self.train_from,
+            "agent": self.agent.state_dict(),
+            "optimizer": self.agent.opt.state_dict(),
+            "env_failures": self.driver.failures,
+            "rng": rng_state(self.replay),
+        }
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continue from a checkpoint: counters, networks, optimiser, RNG states and the replay on disk."""
+        try:
+            self.agent.load_state_dict(payload["agent"])
+            self.agent.opt.load_state_dict(payload["optimizer"])
+            self.step, self.updates, self.train_from = payload["step"], payload["updates"], payload["train_from"]
+            self.driver.failures = payload.get("env_failures", 0)
+            set_rng_state(payload["rng"], self.replay)
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise UserError(f"checkpoint in {self.run_dir} does not fit this run ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        self.replay.load()
 
     def save(self) -> None:
-        save_checkpoint(
-            self.run_dir / "checkpoints" / "latest",
-            {
-                "config": OmegaConf.to_container(self.cfg, resolve=True),
-                "step": self.step,
-                "updates": self.updates,
-                "agent": self.agent.state_dict(),
-                "optimizer": self.agent.opt.state_dict(),
-            },
-        )
+        """Replay first, then the checkpoint: the checkpoint never refers to steps that are not on disk."""
+        self.replay.flush()
+        save_checkpoint(self.run_dir / "checkpoints" / "latest", self.state())
 
     def evaluate(self) -> float:
         returns = [s["return"] for s in self.eval_driver.episodes(self.cfg.run.eval_episodes)]
@@ -78,7 +158,14 @@ class Trainer:
         due = 1 + int((self.step - self.train_from) * cfg.run.train_ratio / replayed)
         while self.updates < due:
             batch = to_torch(self.replay.sample(cfg.batch.size, cfg.batch.length), self.agent.device)
-            for key, value in self.agent.train_step(batch).items():
+            result = self.agent.train_step(batch)
+            self.nonfinite = self.nonfinite + 1 if result["train/nonfinite"] else 0
+            if self.nonfinite >= cfg.run.max_nonfinite:
+                raise UserError(
+                    f"training stopped: {self.nonfinite} updates in a row had a non-finite loss or gradient; "
+                    f"the last good checkpoint is kept in {self.run_dir / 'checkpoints'}"
+                )
+            for key, value in result.items():
                 metrics[key].append(value)
             self.updates += 1
         return metrics
@@ -86,11 +173,15 @@ class Trainer:
     def run(self) -> None:
         cfg = self.cfg
         total = cfg.run.steps
-        logger = Logger(self.run_dir, total, progress=cfg.run.progress)
+        logger = Logger(self.run_dir, total, initial_step=self.step, progress=cfg.run.progress)
+
+        def after(every: int) -> int:
+            return (self.step // every + 1) * every if every else total + 1
+
         pending: dict[str, list[float]] = defaultdict(list)
         episodes: list[float] = []
         last_return = eval_return = None
-        next_log, next_eval, next_save = cfg.run.log_every, cfg.run.eval_every, cfg.run.save_every
+        next_log, next_eval, next_save = after(cfg.run.log_every), after(cfg.run.eval_every), after(cfg.run.save_every)
         start, start_step = time.time(), self.step
         try:
             while self.step < total:
@@ -103,25 +194,31 @@ class Trainer:
                     pending[key].extend(values)
                 final = self.step >= total
                 line: dict[str, float] = {}
-                if cfg.run.eval_every and self.step >= next_eval or final:
+                if self.step >= next_eval or final:
                     eval_return = self.evaluate()
                     line["eval/return"] = eval_return
-                    next_eval += cfg.run.eval_every
-                if cfg.run.log_every and self.step >= next_log or final or line:
+                    next_eval = after(cfg.run.eval_every)
+                if self.step >= next_log or final or line:
                     elapsed = max(time.time() - start, 1e-9)
                     line.update({k: float(np.mean(v)) for k, v in pending.items()})
                     if episodes:
                         line["episode/return"] = float(np.mean(episodes))
                         line["episode/count"] = len(episodes)
-                    line.update({"train/updates": self.updates, "train/env_steps_per_s": (self.step - start_step) / elapsed})
+                    line.update(
+                        {
+                            "train/updates": self.updates,
+                            "train/env_steps_per_s": (self.step - start_step) / elapsed,
+                            "train/env_failures": self.driver.failures + self.eval_driver.failures,
+                            "replay/size": len(self.replay),
+                        }
+                    )
                     logger.write(self.step, line)
                     pending.clear()
                     episodes.clear()
-                    while next_log <= self.step:
-                        next_log += cfg.run.log_every or total
-                if cfg.run.save_every and self.step >= next_save:
+                    next_log = after(cfg.run.log_every)
+                if self.step >= next_save:
                     self.save()
-                    next_save += cfg.run.save_every
+                    next_save = after(cfg.run.save_every)
                 postfix = {"updates": self.updates}
                 if last_return is not None:
                     postfix["return"] = last_return
@@ -129,25 +226,37 @@ class Trainer:
                     postfix["eval"] = eval_return
                 logger.progress(min(self.step, total), **postfix)
             self.save()
+        except EnvFailure as e:
+            self.save()
+            raise UserError(f"{e}; checkpoint saved in {self.run_dir / 'checkpoints'}") from None
+        except KeyboardInterrupt:
+            self.save()
+            raise UserError(f"interrupted at step {self.step}; checkpoint saved, rerun the same command to resume") from None
         finally:
             logger.close()
-            self.env.close()
-            self.eval_env.close()
+            self.driver.env.close()
+            self.eval_driver.env.close()
 
 
 def train(cfg: DictConfig) -> Path:
-    """Validate, build, train; returns the run folder. Bad input raises UserError before anything is written."""
+    """Validate, build, train (or resume); returns the run folder. Bad input raises UserError before anything is written."""
     validate(cfg)
     seed_everything(cfg.seed)
     set_threads(cfg.run.threads)
-    run_dir = prepare_run_dir(cfg)
+    run_dir, payload = prepare_run_dir(cfg)
     cfg = cfg.copy()
     OmegaConf.set_readonly(cfg, False)
     cfg.run.dir = str(run_dir)
-    trainer = Trainer(cfg, run_dir)  # builds envs and agent: raises on bad input before the folder exists
+    cfg.resume = None
+    trainer = Trainer(cfg, run_dir)  # builds envs and agent: raises on bad input before the folder is touched
     run_dir.mkdir(parents=True, exist_ok=True)
+    if payload is not None:
+        trainer.restore(payload)
+        truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
+        print(f"resuming {run_dir} at step {trainer.step} ({len(trainer.replay)} replay steps)", file=sys.stderr)
+    else:
+        print(f"run folder: {run_dir}", file=sys.stderr)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    print(f"run folder: {run_dir}", file=sys.stderr)
     trainer.run()
     print(f"done: {trainer.step} env steps, {trainer.updates} updates; checkpoint {run_dir / 'checkpoints' / 'latest'}", file=sys.stderr)
     return run_dir

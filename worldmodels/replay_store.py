@@ -1,0 +1,84 @@
+"""Replay persisted to disk as it fills: atomic chunk files, oldest-first eviction, damage-tolerant loading."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+class ChunkStore:
+    """A folder of `NNNNNNNNNN-LLLL.npz` chunks (sequence number, length), each a run of consecutive steps.
+
+    Chunks are written to a temporary name and renamed, so a crash leaves whole chunks or nothing;
+    they hold plain arrays and load with `allow_pickle=False`, so a file cannot run code. A chunk that
+    cannot be read is skipped with a warning naming it, and the chunk after a gap starts with
+    `is_first`, so no sampled sequence joins steps that were not consecutive.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.dir.glob(".*.tmp*"):  # left by a crash mid-write: never a complete chunk
+            stale.unlink(missing_ok=True)
+        self.next_seq = max((self._seq(p) for p in self.files()), default=-1) + 1
+
+    @staticmethod
+    def _seq(path: Path) -> int:
+        return int(path.stem.split("-")[0])
+
+    def files(self) -> list[Path]:
+        return sorted((p for p in self.dir.glob("*.npz") if p.stem.split("-")[0].isdigit()), key=self._seq)
+
+    def write(self, steps: dict[str, np.ndarray]) -> Path:
+        """Write one chunk of steps (arrays with a leading time axis) atomically."""
+        length = len(next(iter(steps.values())))
+        path = self.dir / f"{self.next_seq:010d}-{length}.npz"
+        tmp = self.dir / f".{path.name}.tmp"
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **steps)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self.next_seq += 1
+        return path
+
+    def evict(self, keep_steps: int) -> None:
+        """Delete the oldest chunks that hold only steps beyond the newest `keep_steps`."""
+        files = self.files()
+        lengths = [int(p.stem.split("-")[1]) for p in files]
+        total = sum(lengths)
+        for path, length in zip(files, lengths):
+            if total - length < keep_steps:
+                break
+            path.unlink(missing_ok=True)
+            total -= length
+
+    def load(self, keep_steps: int) -> list[dict[str, np.ndarray]]:
+        """The readable chunks, oldest first, limited to about the newest `keep_steps` steps."""
+        chunks: list[dict[str, np.ndarray]] = []
+        expected, gap = None, False
+        for path in self.files():
+            seq = self._seq(path)
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    chunk = {k: data[k] for k in data.files}
+                if "is_first" not in chunk or len({len(v) for v in chunk.values()}) != 1:
+                    raise ValueError("not a chunk of steps")
+            except Exception as e:  # noqa: BLE001 - any damage: skip the chunk, keep the rest
+                warnings.warn(f"replay chunk {path} is unreadable and was skipped ({type(e).__name__}: {e})", stacklevel=2)
+                gap = True
+                continue
+            if chunks and (gap or seq != expected):  # steps are missing before this chunk: start afresh
+                chunk["is_first"] = chunk["is_first"].copy()
+                chunk["is_first"][0] = True
+            chunks.append(chunk)
+            expected, gap = seq + 1, False
+        total = 0
+        for i in range(len(chunks) - 1, -1, -1):
+            total += len(chunks[i]["is_first"])
+            if total >= keep_steps:
+                return chunks[i:]
+        return chunks
