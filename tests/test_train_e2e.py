@@ -123,6 +123,16 @@ def test_resume_with_incompatible_config_is_refused_and_changes_nothing(trained_
     assert _snapshot(run_dir) == before
 
 
+def test_bad_value_against_an_existing_run_changes_nothing(trained_run: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    before = _snapshot(run_dir)
+    for override in ("run.train_ratio=0", "model.deter=-5", "env.id=NoSuchEnv-v0", "model=size7m"):
+        proc = run_module("worldmodels.train", "env=dummy", "model=debug", override, f"run.dir={run_dir}", cwd=tmp_path)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, (override, proc.stderr)
+    assert _snapshot(run_dir) == before
+
+
 def test_resume_names_a_folder_without_checkpoint(tmp_path: Path):
     proc = run_module("worldmodels.train", "env=dummy", "model=debug", f"resume={tmp_path / 'empty'}", cwd=tmp_path)
     assert proc.returncode == 2 and "holds no checkpoint" in proc.stderr
