@@ -84,12 +84,71 @@ def test_checkpoint_round_trip_restores_the_same_policy(trained_run: Path):
 
 
 def test_evaluate_entry_point_reports_and_saves(trained_run: Path):
-    proc = run_module("worldmodels.evaluate", f"checkpoint={trained_run / 'checkpoints' / 'latest'}", "episodes=2", cwd=trained_run)
+    proc = run_module(
+        "worldmodels.evaluate", f"checkpoint={trained_run / 'checkpoints' / 'latest'}", "episodes=2", "report.horizon=20", cwd=trained_run
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "return" in proc.stdout
-    summary = json.loads((trained_run / "eval" / "300" / "summary.json").read_text())
+    assert "return" in proc.stdout and "openloop/obs_mse/state_mean" in proc.stdout
+    out = trained_run / "eval" / "300"
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["episodes"] == 2 and len(summary["returns"]) == 2
     assert summary["policy/return_min"] <= summary["policy/return_mean"] <= summary["policy/return_max"]
+    assert len(summary["openloop/obs_mse/state"]) == 20 and summary["windows"] > 0
+    for key in ("openloop/reward_mse_mean", "openloop/cont_accuracy_mean", "imagination/gap"):
+        assert key in summary
+    for name in ("openloop_error.png", "openloop_trajectories.png", "reward.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+def test_evaluate_compares_checkpoints_on_the_same_episodes(trained_run: Path, tmp_path: Path):
+    other = tmp_path / "other"
+    shutil.copytree(trained_run, other)
+    out = tmp_path / "cmp"
+    proc = run_module(
+        "worldmodels.evaluate",
+        f"checkpoint=[{trained_run / 'checkpoints' / 'latest'},{other / 'checkpoints' / 'latest'}]",
+        "episodes=1",
+        "report.horizon=10",
+        f"report.out={out}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    compare = json.loads((out / "compare.json").read_text())
+    assert len(compare) == 2
+    first, second = compare.values()
+    # Same weights, same episodes: the same open-loop errors up to sampling noise of the latents.
+    assert first["windows"] == second["windows"]
+    assert (out / "compare_error.png").stat().st_size > 1000 and (out / "compare.txt").read_text().count("\n") > 5
+
+
+def _with_env(src: Path, dst: Path, task: str) -> Path:
+    payload = load_checkpoint(src / "checkpoints")
+    payload["config"]["env"]["id"] = task
+    from worldmodels.checkpoint import save_checkpoint
+
+    save_checkpoint(dst / "checkpoints" / "latest", payload)
+    return dst / "checkpoints" / "latest"
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["report.context=0"], "report.context=0"),
+        (["report.horizon=500"], "longer than the longest recorded episode"),
+        (["env=dummy", "env.id=continuous"], "is of environment dummy/discrete, not dummy/continuous"),
+    ],
+)
+def test_evaluate_bad_input(trained_run: Path, tmp_path: Path, args: list[str], words: str):
+    proc = run_module("worldmodels.evaluate", f"checkpoint={trained_run / 'checkpoints' / 'latest'}", "episodes=1", *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], proc.stderr
+
+
+def test_evaluate_refuses_to_compare_different_environments(trained_run: Path, tmp_path: Path):
+    other = _with_env(trained_run, tmp_path / "other", "continuous")
+    proc = run_module("worldmodels.evaluate", f"checkpoint=[{trained_run / 'checkpoints' / 'latest'},{other}]", cwd=tmp_path)
+    assert proc.returncode == 2 and "different environments" in proc.stderr
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

@@ -78,6 +78,10 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
     _float(cfg, "agent.opt.beta2", 0.0, 1.0)
     _float(cfg, "agent.opt.agc", 0.0)
     _int(cfg, "agent.opt.warmup", 0)
+    _int(cfg, "report.context", 1)
+    _int(cfg, "report.horizon", 1)
+    _int(cfg, "report.starts", 1)
+    _int(cfg, "report.every", 0)
     if training:
         _int(cfg, "run.steps", 1)
         _float(cfg, "run.train_ratio", 0.0, strict_low=True)

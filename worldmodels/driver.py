@@ -110,11 +110,21 @@ class Driver:
         self.pending = self._observe(obs, reward, False, bool(terminated or truncated), bool(terminated))
         return self.repeat, None
 
-    def episodes(self, count: int) -> list[dict[str, float]]:
+    def episodes(self, count: int, on_step: Callable[[Step], None] | None = None) -> list[dict[str, float]]:
         """Run `count` whole episodes from fresh resets (for evaluation); returns their stats."""
         self.pending, self.carry, stats = None, None, []
         while len(stats) < count:
-            _, done = self.step()
+            _, done = self.step(on_step)
             if done is not None:
                 stats.append(done)
         return stats
+
+    def record(self, count: int) -> tuple[list[dict[str, np.ndarray]], list[dict[str, float]]]:
+        """Run `count` whole episodes and keep their steps: one dict of arrays (L, ...) per episode."""
+        steps: list[Step] = []
+        stats = self.episodes(count, steps.append)
+        starts = [i for i, s in enumerate(steps) if s["is_first"]] + [len(steps)]
+        episodes = [
+            {key: np.stack([s[key] for s in steps[a:b]]) for key in steps[a]} for a, b in zip(starts, starts[1:]) if b > a
+        ]
+        return episodes, stats

@@ -1,49 +1,63 @@
-"""Evaluation entry point: `python -m worldmodels.evaluate checkpoint=<run>/checkpoints/latest episodes=10`.
+"""Evaluation entry point: the policy's returns and how well the world model predicts the world.
 
-Loads a checkpoint (weights only, no code executed), runs the policy for N episodes in a fresh
-environment built from the run's saved config, prints the returns and saves them as JSON in
-`<run>/eval/<step>/summary.json`.
+    python -m worldmodels.evaluate checkpoint=runs/<run>/checkpoints/latest episodes=10
+    python -m worldmodels.evaluate 'checkpoint=[runs/a/checkpoints/latest,runs/b/checkpoints/latest]'
+
+Loads each checkpoint (weights only, no code executed), runs its policy for N episodes in a fresh
+environment built from the run's saved config, and writes `<run>/eval/<step>/`: summary.json (every
+scalar and per-horizon curve), openloop_error.png, openloop_trajectories.png, reward.png, and the
+same scalars to the run's TensorBoard. Given several checkpoints, the open-loop report of every one
+is computed on the same episodes and a comparison table and plot are written too.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from worldmodels.checkpoint import load_checkpoint
 from worldmodels.driver import Driver
 from worldmodels.errors import UserError
+from worldmodels.imagination import WorldModelPredictor
+from worldmodels.report import build_report, plot_curves, table, write_report
 from worldmodels.setup import CONFIG_DIR, check_overrides, make_agent, make_env, seed_everything
 
 
-def evaluate(checkpoint: str, episodes: int, seed: int = 0, device: str = "cpu", mode: str = "mode") -> dict:
-    """Mean, std, min and max return of the checkpoint's policy over `episodes` episodes."""
+def run_dir_of(path: Path) -> Path:
+    return path.parent.parent if path.is_file() or path.name in ("latest", "previous") else path.parent
+
+
+def load_agent(checkpoint: str, payload: dict[str, Any], device: str) -> tuple[DictConfig, Any, dict[str, Any]]:
     path = Path(checkpoint)
-    payload = load_checkpoint(path, map_location=device)
     cfg = OmegaConf.create(payload["config"])
     cfg.device = device
-    seed_everything(seed)
-    env = make_env(cfg.env, seed + 20_000)
+    env = make_env(cfg.env, 0)
     agent = make_agent(cfg, env)
+    env.close()
     try:
         agent.load_state_dict(payload["agent"])
     except (RuntimeError, KeyError) as e:
         raise UserError(f"checkpoint {path} does not match its own config ({str(e).splitlines()[0]})") from None
     agent.eval()
-    stats = Driver(env, agent, mode, cfg.env.action_repeat).episodes(episodes)
+    return cfg, agent, payload
+
+
+def policy_episodes(cfg: DictConfig, agent: Any, episodes: int, seed: int, mode: str) -> tuple[list, dict[str, Any]]:
+    """Recorded episodes of the policy and its return statistics."""
+    seed_everything(seed)
+    env = make_env(cfg.env, seed + 20_000)
+    recorded, stats = Driver(env, agent, mode, cfg.env.action_repeat).record(episodes)
     env.close()
     returns = np.array([s["return"] for s in stats], dtype=np.float64)
-    summary = {
-        "checkpoint": str(path),
-        "env": f"{cfg.env.suite}/{cfg.env.id}",
-        "step": int(payload["step"]),
-        "episodes": episodes,
-        "mode": mode,
+    policy = {
         "policy/return_mean": float(returns.mean()),
         "policy/return_std": float(returns.std()),
         "policy/return_min": float(returns.min()),
@@ -51,12 +65,63 @@ def evaluate(checkpoint: str, episodes: int, seed: int = 0, device: str = "cpu",
         "policy/length_mean": float(np.mean([s["length"] for s in stats])),
         "returns": returns.tolist(),
     }
-    run_dir = path.parent.parent if path.is_file() else path.parent
-    out = run_dir / "eval" / str(summary["step"])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    summary["saved"] = str(out / "summary.json")
-    return summary
+    return recorded, policy
+
+
+def evaluate(
+    checkpoints: list[str],
+    episodes: int = 10,
+    seed: int = 0,
+    device: str = "cpu",
+    mode: str = "mode",
+    context: int = 5,
+    horizon: int = 45,
+    starts: int = 256,
+    out: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Report every checkpoint; open-loop metrics use the first checkpoint's episodes for all of them."""
+    if context < 1 or horizon < 1:
+        raise UserError(f"report.context={context} and report.horizon={horizon} must both be >= 1")
+    if starts < 1:
+        raise UserError(f"report.starts={starts} must be >= 1")
+    payloads = [load_checkpoint(c, map_location=device) for c in checkpoints]
+    envs = {f"{p['config']['env']['suite']}/{p['config']['env']['id']}" for p in payloads}
+    if len(envs) > 1:
+        raise UserError(f"checkpoints of different environments cannot be compared: {', '.join(sorted(envs))}")
+    loaded = [(c, *load_agent(c, p, device)) for c, p in zip(checkpoints, payloads)]
+    shared = None
+    reports: dict[str, dict[str, Any]] = {}
+    for checkpoint, cfg, agent, payload in loaded:
+        recorded, policy = policy_episodes(cfg, agent, episodes, seed, mode)
+        shared = shared if shared is not None else recorded
+        try:
+            report = build_report(WorldModelPredictor(agent), shared, context, horizon, starts)
+        except ValueError as e:
+            raise UserError(f"{e}; lower report.context or report.horizon") from None
+        report = {"checkpoint": checkpoint, "env": f"{cfg.env.suite}/{cfg.env.id}", "step": int(payload["step"]),
+                  "episodes": episodes, "mode": mode, **policy, **report}
+        run_dir = run_dir_of(Path(checkpoint))
+        target = run_dir / "eval" / str(report["step"])
+        write_report(report, target, run_dir / "tb", report["step"])
+        report["saved"] = str(target)
+        reports[f"{run_dir.name}@{report['step']}"] = report
+    if len(reports) > 1:
+        folder = Path(out) if out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder.mkdir(parents=True, exist_ok=True)
+        plot_curves(reports, folder / "compare_error.png")
+        public = {name: {k: v for k, v in r.items() if not k.startswith("_")} for name, r in reports.items()}
+        (folder / "compare.json").write_text(json.dumps(public, indent=2))
+        (folder / "compare.txt").write_text(table(reports) + "\n")
+        for report in reports.values():
+            report["compare"] = str(folder)
+    return reports
+
+
+def _env_overridden(cfg: DictConfig) -> bool:
+    try:
+        return any(o.split("=")[0].lstrip("+~").startswith("env") for o in HydraConfig.get().overrides.task)
+    except ValueError:
+        return False
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base=None)
@@ -64,16 +129,29 @@ def hydra_main(cfg: DictConfig) -> None:
     try:
         if not cfg.checkpoint:
             raise UserError("missing checkpoint=<run>/checkpoints/latest")
+        checkpoints = [str(c) for c in cfg.checkpoint] if isinstance(cfg.checkpoint, ListConfig) else [str(cfg.checkpoint)]
         if isinstance(cfg.episodes, bool) or not isinstance(cfg.episodes, int) or cfg.episodes < 1:
             raise UserError(f"config value episodes={cfg.episodes!r} is invalid: expected an integer >= 1")
-        s = evaluate(str(cfg.checkpoint), cfg.episodes, cfg.seed, cfg.device, cfg.run.eval_mode)
+        if _env_overridden(cfg):
+            for checkpoint in checkpoints:
+                saved = OmegaConf.create(load_checkpoint(checkpoint)["config"]).env
+                if OmegaConf.to_container(saved) != OmegaConf.to_container(cfg.env):
+                    raise UserError(
+                        f"checkpoint {checkpoint} is of environment {saved.suite}/{saved.id}, not {cfg.env.suite}/{cfg.env.id}"
+                    )
+        r = cfg.report
+        reports = evaluate(checkpoints, cfg.episodes, cfg.seed, cfg.device, cfg.run.eval_mode, r.context, r.horizon, r.starts, r.out)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(
-        f"{s['env']} at step {s['step']}: return {s['policy/return_mean']:.1f} +- {s['policy/return_std']:.1f} "
-        f"(min {s['policy/return_min']:.1f}, max {s['policy/return_max']:.1f}) over {s['episodes']} episodes; saved {s['saved']}"
-    )
+    print(table(reports))
+    for name, s in reports.items():
+        print(
+            f"{name} ({s['env']}): return {s['policy/return_mean']:.1f} +- {s['policy/return_std']:.1f} "
+            f"(min {s['policy/return_min']:.1f}, max {s['policy/return_max']:.1f}) over {s['episodes']} episodes; saved {s['saved']}"
+        )
+    if len(reports) > 1:
+        print(f"comparison: {next(iter(reports.values()))['compare']}")
 
 
 def main() -> None:

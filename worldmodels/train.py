@@ -22,9 +22,11 @@ from worldmodels.checkpoint import load_checkpoint, save_checkpoint
 from worldmodels.config import resume_conflict, validate
 from worldmodels.driver import Driver, EnvFailure
 from worldmodels.errors import UserError
+from worldmodels.imagination import WorldModelPredictor
 from worldmodels.logger import Logger, truncate_metrics
 from worldmodels.replay import Replay
 from worldmodels.replay_store import ChunkStore
+from worldmodels.report import replay_openloop
 from worldmodels.setup import CONFIG_DIR, check_overrides, make_agent, make_env, seed_everything, set_threads, to_torch
 
 
@@ -142,6 +144,14 @@ class Trainer:
         self.replay.flush()
         save_checkpoint(self.run_dir / "checkpoints" / "latest", self.state())
 
+    def openloop_report(self) -> dict[str, float]:
+        """Open-loop prediction errors on windows sampled from the replay (no env steps, forward passes only)."""
+        context, horizon = self.cfg.report.context, self.cfg.report.horizon
+        if len(self.replay) < context + horizon:
+            return {}
+        sample = self.replay.sample(64, context + horizon)
+        return replay_openloop(WorldModelPredictor(self.agent), sample, context)
+
     def evaluate(self) -> float:
         returns = [s["return"] for s in self.eval_driver.episodes(self.cfg.run.eval_episodes)]
         return float(np.mean(returns))
@@ -182,6 +192,7 @@ class Trainer:
         episodes: list[float] = []
         last_return = eval_return = None
         next_log, next_eval, next_save = after(cfg.run.log_every), after(cfg.run.eval_every), after(cfg.run.save_every)
+        next_report = after(cfg.report.every)
         start, start_step = time.time(), self.step
         try:
             while self.step < total:
@@ -198,6 +209,9 @@ class Trainer:
                     eval_return = self.evaluate()
                     line["eval/return"] = eval_return
                     next_eval = after(cfg.run.eval_every)
+                if self.step >= next_report and self.updates:
+                    line.update(self.openloop_report())
+                    next_report = after(cfg.report.every)
                 if self.step >= next_log or final or line:
                     elapsed = max(time.time() - start, 1e-9)
                     line.update({k: float(np.mean(v)) for k, v in pending.items()})

@@ -1,0 +1,118 @@
+"""Imagination metrics against models whose errors are known: exact, and noisy with growing error."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from worldmodels.imagination import imagination_gap, openloop_metrics, windows
+from worldmodels.report import build_report, write_report
+
+
+def make_episodes(count: int = 3, length: int = 40, terminal_last: bool = True) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    episodes = []
+    for e in range(count):
+        n = length + 5 * e
+        t = np.arange(n)
+        ep = {
+            "state": np.stack([np.sin(0.3 * t + e), np.cos(0.2 * t), 0.1 * t], 1).astype(np.float32),
+            "action": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+            "reward": (np.sin(0.5 * t) + e).astype(np.float32),
+            "is_first": t == 0,
+            "is_last": t == n - 1,
+            "is_terminal": (t == n - 1) & terminal_last,
+        }
+        episodes.append(ep)
+    return episodes
+
+
+class Oracle:
+    """Predicts exactly what happened: zero error by construction."""
+
+    obs_keys = ["state"]
+
+    def open_loop(self, window, context):
+        out = {"state": window["state"][:, context:].copy(), "reward": window["reward"][:, context:].astype(np.float64)}
+        out["cont"] = 1.0 - window["is_terminal"][:, context:].astype(np.float64)
+        return out
+
+    def imagine_return(self, window, context, horizon):
+        return window["reward"][:, context : context + horizon].sum(1)
+
+
+class Drifting(Oracle):
+    """Errors that accumulate like a random walk: larger the further it predicts."""
+
+    def __init__(self, scale: float = 0.1):
+        self.rng = np.random.default_rng(1)
+        self.scale = scale
+
+    def open_loop(self, window, context):
+        out = super().open_loop(window, context)
+        steps = out["state"].shape[1]
+        drift = np.cumsum(self.rng.normal(0, self.scale, (len(out["state"]), steps, 3)), 1)
+        out["state"] = out["state"] + drift
+        out["reward"] = out["reward"] + drift[..., 0]
+        return out
+
+    def imagine_return(self, window, context, horizon):
+        return super().imagine_return(window, context, horizon) + 1.0
+
+
+def test_windows_stay_inside_episodes_and_start_fresh():
+    eps = make_episodes()
+    win = windows(eps, context=5, horizon=10, max_starts=1000)
+    assert win["state"].shape[1:] == (15, 3)
+    assert win["is_first"][:, 0].all() and not win["is_first"][:, 1:].any()
+    # 36 + 41 + 46 valid start points (lengths 40, 45, 50 minus 14).
+    assert len(win["reward"]) == (40 - 14) + (45 - 14) + (50 - 14)
+    assert len(windows(eps, 5, 10, max_starts=7)["reward"]) == 7
+
+
+@pytest.mark.parametrize(("context", "horizon", "words"), [(0, 10, "context=0"), (5, 0, "horizon=0"), (5, 60, "longer than")])
+def test_windows_reject_out_of_range(context, horizon, words):
+    with pytest.raises(ValueError, match=words):
+        windows(make_episodes(), context, horizon, 100)
+
+
+def test_exact_model_has_zero_error():
+    win = windows(make_episodes(), 5, 20, 500)
+    metrics = openloop_metrics(Oracle(), win, 5)
+    assert metrics["obs_mse/state"].shape == (20,)
+    for name in ("obs_mse/state", "reward_mse", "reward_mae"):
+        np.testing.assert_array_equal(metrics[name], 0.0)
+    np.testing.assert_array_equal(metrics["cont_accuracy"], 1.0)
+    gap = imagination_gap(Oracle(), win, 5)
+    assert gap["gap"] == 0.0 and gap["abs_gap"] == 0.0 and gap["imagined_return"] == gap["real_return"]
+
+
+def test_drifting_model_errs_more_at_longer_horizons():
+    win = windows(make_episodes(), 5, 30, 500)
+    metrics = openloop_metrics(Drifting(), win, 5)
+    mse = metrics["obs_mse/state"]
+    assert mse[0] > 0
+    assert mse[-1] > 10 * mse[0]
+    assert np.mean(np.diff(mse) > 0) > 0.8  # grows almost every step
+    assert metrics["reward_mse"][-1] > metrics["reward_mse"][0]
+    assert imagination_gap(Drifting(), win, 5)["gap"] == pytest.approx(1.0)
+
+
+def test_report_files_are_complete_and_readable(tmp_path):
+    import matplotlib.image
+
+    report = build_report(Oracle(), make_episodes(), context=5, horizon=12, max_starts=64)
+    files = write_report(report, tmp_path, tmp_path / "tb", step=7)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("openloop/obs_mse/state", "openloop/obs_mse/state_mean", "openloop/obs_mse/state_h1", "openloop/obs_mse/state_h12",
+                "openloop/reward_mse", "openloop/reward_mae_mean", "openloop/cont_accuracy_mean", "imagination/imagined_return",
+                "imagination/real_return", "imagination/gap", "windows", "context", "horizon"):
+        assert key in summary, key
+    assert len(summary["openloop/obs_mse/state"]) == 12
+    for name in ("openloop_error.png", "openloop_trajectories.png", "reward.png"):
+        image = matplotlib.image.imread(tmp_path / name)
+        assert image.shape[0] > 100 and image.shape[1] > 100
+    assert set(files) >= {tmp_path / "summary.json", tmp_path / "reward.png"}
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
