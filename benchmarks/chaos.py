@@ -88,9 +88,9 @@ def main() -> None:
         kills.append({"mode": mode, "hit_write": hit, "seconds": round(time.time() - started, 1), "last_logged_step": reached})
         print(f"kill {k + 1}: {mode}{'' if hit else ' (no write seen, killed anyway)'} at logged step {reached}", flush=True)
     # Final resume, run a little further to completion.
-    probe = subprocess.run([*cmd, "run.steps=1"], cwd=ROOT, capture_output=True, text=True)  # resumes, nothing to do
+    probe = subprocess.run([*cmd, "run.steps=1"], cwd=ROOT, capture_output=True, text=True, check=False)  # resumes, nothing to do
     start = int(probe.stderr.split(" at step ")[1].split()[0]) if " at step " in probe.stderr else 0
-    done = subprocess.run([*cmd, f"run.steps={start + 2 * args.save_every}"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([*cmd, f"run.steps={start + 2 * args.save_every}"], cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         problems.append(f"final resume failed: {done.stderr.strip().splitlines()[-1]}")
     warnings_seen += done.stderr.count("unreadable") + done.stderr.count("instead")

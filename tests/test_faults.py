@@ -93,8 +93,8 @@ def test_repeated_env_failures_stop_with_a_checkpoint(tmp_path, monkeypatch):
 
 def test_nonfinite_update_is_skipped_and_counted(tmp_path):
     cfg = debug_cfg(tmp_path)
-    from worldmodels.setup import make_agent, to_torch
     from worldmodels.replay import Replay
+    from worldmodels.setup import make_agent, to_torch
 
     env = envs.make("dummy", "discrete", length=50, seed=0)
     agent = make_agent(cfg, env)

@@ -15,7 +15,7 @@ def build_report(predictor: Predictor, episodes: list[Arrays], context: int, hor
     """Open-loop curves (lists over the H steps), their means and the imagined-against-real return gap."""
     window = windows(episodes, context, horizon, max_starts)
     curves = openloop_metrics(predictor, window, context)
-    report: dict[str, Any] = {"context": context, "horizon": horizon, "windows": int(len(window["reward"]))}
+    report: dict[str, Any] = {"context": context, "horizon": horizon, "windows": len(window["reward"])}
     report.update({f"openloop/{name}": [float(x) for x in curve] for name, curve in curves.items()})
     report.update(summarize(curves))
     report.update({f"imagination/{k}": v for k, v in imagination_gap(predictor, window, context).items()})
