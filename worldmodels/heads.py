@@ -94,7 +94,8 @@ class Actor(nn.Module):
         super().__init__()
         self.discrete = discrete
         self.net = MLP(inp, units, layers)
-        self.out = Linear(self.net.out_dim, action_dim if discrete else 2 * action_dim)
+        # Small output init (official `outscale: 0.01`): the first policy is near uniform / near zero mean.
+        self.out = Linear(self.net.out_dim, action_dim if discrete else 2 * action_dim, scale=0.01)
 
     def forward(self, feat: torch.Tensor) -> DiscretePolicy | NormalPolicy:
         out = self.out(self.net(feat))

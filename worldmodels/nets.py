@@ -17,12 +17,12 @@ def init_linear_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) -> None:
 class Linear(nn.Linear):
     """nn.Linear with DreamerV3's initialisation; `zero=True` starts the output at exactly zero."""
 
-    def __init__(self, inp: int, out: int, bias: bool = True, zero: bool = False, fan_in: int | None = None):
+    def __init__(self, inp: int, out: int, bias: bool = True, zero: bool = False, fan_in: int | None = None, scale: float = 1.0):
         super().__init__(inp, out, bias=bias)
         if zero:
             nn.init.zeros_(self.weight)
         else:
-            init_linear_(self.weight, fan_in or inp)
+            init_linear_(self.weight, fan_in or inp, scale)
         if bias:
             nn.init.zeros_(self.bias)
 
