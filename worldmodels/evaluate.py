@@ -13,7 +13,6 @@ is computed on the same episodes and a comparison table and plot are written too
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from worldmodels.checkpoint import load_checkpoint
 from worldmodels.driver import Driver
-from worldmodels.errors import UserError
+from worldmodels.errors import UserError, exit_with
 from worldmodels.imagination import WorldModelPredictor
 from worldmodels.report import build_report, plot_curves, table, write_report
-from worldmodels.setup import CONFIG_DIR, check_overrides, make_agent, make_env, seed_everything
+from worldmodels.setup import CONFIG_DIR, entry_point, make_agent, make_env, seed_everything
 
 
 def run_dir_of(path: Path) -> Path:
@@ -142,8 +141,7 @@ def hydra_main(cfg: DictConfig) -> None:
         r = cfg.report
         reports = evaluate(checkpoints, cfg.episodes, cfg.seed, cfg.device, cfg.run.eval_mode, r.context, r.horizon, r.starts, r.out)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(e)
     print(table(reports))
     for name, s in reports.items():
         print(
@@ -155,12 +153,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    try:
-        check_overrides(sys.argv[1:])
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    hydra_main()
+    entry_point(hydra_main)
 
 
 if __name__ == "__main__":

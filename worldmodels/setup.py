@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import envs
 from worldmodels.agent import Agent
-from worldmodels.errors import UserError
+from worldmodels.errors import UserError, exit_with
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -42,6 +44,15 @@ def check_overrides(argv: list[str]) -> None:
         if "not in struct" in str(e):
             message += " There is no such config key (see configs/config.yaml)."
         raise UserError(message) from None
+
+
+def entry_point(hydra_main: Callable[[], None]) -> None:
+    """Run a Hydra main after checking the command line's overrides (one-line errors, exit 2)."""
+    try:
+        check_overrides(sys.argv[1:])
+    except UserError as e:
+        exit_with(e)
+    hydra_main()
 
 
 def seed_everything(seed: int) -> None:

@@ -21,13 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from worldmodels.checkpoint import load_checkpoint, save_checkpoint
 from worldmodels.config import resume_conflict, validate
 from worldmodels.driver import Driver, EnvFailure
-from worldmodels.errors import UserError
+from worldmodels.errors import UserError, exit_with
 from worldmodels.imagination import WorldModelPredictor
 from worldmodels.logger import Logger, truncate_metrics
 from worldmodels.replay import Replay
 from worldmodels.replay_store import ChunkStore
 from worldmodels.report import replay_openloop
-from worldmodels.setup import CONFIG_DIR, check_overrides, make_agent, make_env, seed_everything, set_threads, to_torch
+from worldmodels.setup import CONFIG_DIR, entry_point, make_agent, make_env, seed_everything, set_threads, to_torch
 
 
 def prepare_run_dir(cfg: DictConfig) -> tuple[Path, dict[str, Any] | None]:
@@ -281,17 +281,11 @@ def hydra_main(cfg: DictConfig) -> None:
     try:
         train(cfg)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(e)
 
 
 def main() -> None:
-    try:
-        check_overrides(sys.argv[1:])
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    hydra_main()
+    entry_point(hydra_main)
 
 
 if __name__ == "__main__":
