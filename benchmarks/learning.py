@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -41,8 +40,12 @@ def finished(run_dir: Path, steps: int) -> bool:
 
 
 def wall_time(run_dir: Path) -> float:
-    """Seconds from the run's config being written to its last metrics line."""
-    return (run_dir / "metrics.jsonl").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
+    """Seconds of training the run reports (`train/wall_s`, summed over resumed segments by the trainer)."""
+    metrics = run_dir / "metrics.jsonl"
+    last = json.loads(metrics.read_text().splitlines()[-1])
+    if "train/wall_s" in last:
+        return float(last["train/wall_s"])
+    return metrics.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime  # runs from before the field existed
 
 
 def main() -> None:
@@ -68,14 +71,13 @@ def main() -> None:
                 results.setdefault(task, {})[str(seed)] = {"returncode": 0, "wall_s": wall_time(run_dir), "curve": curve(run_dir), "run_dir": str(run_dir)}
                 print(f"reuse: {run_dir}", flush=True)
                 continue
-            if run_dir.exists():
-                shutil.rmtree(run_dir)  # an unfinished run of this benchmark: start it again
+            # An unfinished run (the benchmark was stopped) resumes from its checkpoint: same command, same folder.
             cmd = [sys.executable, "-m", "worldmodels.train", "env=gym", f"env.id={task}", f"seed={seed}",
                    f"run.steps={args.steps}", f"run.eval_every={args.eval_every}", "run.eval_episodes=5",
                    "run.threads=1", "run.progress=false", f"run.dir={run_dir}", *RECOMMENDED, *args.overrides]
             print("start:", " ".join(cmd[2:]), flush=True)
             args.runs.mkdir(parents=True, exist_ok=True)
-            log = open(args.runs / f"{run_dir.name}.log", "w")  # noqa: SIM115 - closed with the process
+            log = open(args.runs / f"{run_dir.name}.log", "a")  # noqa: SIM115 - closed with the process
             running.append((task, seed, run_dir, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log), time.time()))
         time.sleep(5)
         for item in list(running):
@@ -83,7 +85,7 @@ def main() -> None:
             if proc.poll() is None:
                 continue
             running.remove(item)
-            wall = time.time() - began
+            wall = wall_time(run_dir) if (run_dir / "metrics.jsonl").exists() else time.time() - began
             points = curve(run_dir) if (run_dir / "metrics.jsonl").exists() else []
             results.setdefault(task, {})[str(seed)] = {"returncode": proc.returncode, "wall_s": wall, "curve": points, "run_dir": str(run_dir)}
             final = points[-1][1] if points else float("nan")

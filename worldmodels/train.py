@@ -114,6 +114,11 @@ class Trainer:
         self.updates = 0
         self.train_from: int | None = None  # env step at which training started (train-ratio accounting)
         self.nonfinite = 0  # consecutive skipped updates
+        self.wall = 0.0  # seconds of training before this process (summed over resumes)
+        self.started = time.time()
+
+    def wall_seconds(self) -> float:
+        return self.wall + time.time() - self.started
 
     def state(self) -> dict[str, Any]:
         return {
@@ -124,6 +129,7 @@ class Trainer:
             "agent": self.agent.state_dict(),
             "optimizer": self.agent.opt.state_dict(),
             "env_failures": self.driver.failures,
+            "wall_s": self.wall_seconds(),
             "rng": rng_state(self.replay),
         }
 
@@ -134,6 +140,7 @@ class Trainer:
             self.agent.opt.load_state_dict(payload["optimizer"])
             self.step, self.updates, self.train_from = payload["step"], payload["updates"], payload["train_from"]
             self.driver.failures = payload.get("env_failures", 0)
+            self.wall = float(payload.get("wall_s", 0.0))
             set_rng_state(payload["rng"], self.replay)
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise UserError(f"checkpoint in {self.run_dir} does not fit this run ({type(e).__name__}: {str(e).splitlines()[0]})") from None
@@ -224,6 +231,7 @@ class Trainer:
                             "train/env_steps_per_s": (self.step - start_step) / elapsed,
                             "train/env_failures": self.driver.failures + self.eval_driver.failures,
                             "replay/size": len(self.replay),
+                            "train/wall_s": self.wall_seconds(),
                         }
                     )
                     logger.write(self.step, line)
