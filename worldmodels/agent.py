@@ -14,7 +14,7 @@ from torch import nn
 from worldmodels.heads import Actor, TwoHotHead
 from worldmodels.optim import LaProp
 from worldmodels.returns import ReturnNorm, lambda_return
-from worldmodels.transforms import twohot_bins, twohot_expect, twohot_nll
+from worldmodels.transforms import twohot_bins, twohot_expect, twohot_mix_nll
 from worldmodels.world_model import Batch, WorldModel
 
 Carry = tuple[dict[str, torch.Tensor], torch.Tensor]
@@ -108,8 +108,7 @@ class Agent(nn.Module):
     # -- learning ------------------------------------------------------------------------------
     def critic_loss(self, logp: torch.Tensor, ret: torch.Tensor, slow_val: torch.Tensor) -> torch.Tensor:
         """Two-hot loss toward the returns plus the regulariser toward the slow critic's predictions."""
-        bins = self.critic.bins
-        return twohot_nll(logp, ret, bins) + self.cfg["slowreg"] * twohot_nll(logp, slow_val, bins)
+        return twohot_mix_nll(logp, [ret, slow_val], [1.0, self.cfg["slowreg"]], self.critic.bins)
 
     def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Roll the prior forward under the actor from N start states: feats (N, H+1, F), actions (N, H+1, A).
@@ -157,26 +156,28 @@ class Agent(nn.Module):
             ret = lambda_return(rew, val, disc, torch.full_like(val, self.cfg["lam"]))
             self.retnorm.update(ret)
             adv = (ret - val[:, :-1]) / self.retnorm.scale()
-            slow_val = self.slow_critic.mean(feats[:, :-1])
+            slow_val = self.slow_critic.mean(feats)
 
-        policy = self.actor(feats[:, :-1])
-        logp = policy.log_prob(actions[:, :-1])
-        ent = policy.entropy()
+        # Heads run on all H+1 states and only their small outputs are sliced: slicing the (N, H+1, F)
+        # features or (N, H+1, bins) log-probabilities instead would copy them, and their gradients.
+        policy = self.actor(feats)
+        logp = policy.log_prob(actions)[:, :-1]
+        ent = policy.entropy()[:, :-1]
         w = weight[:, :-1]
         losses["policy"] = -w * (logp * adv + self.cfg["actent"] * ent)
-        losses["value"] = w * self.critic_loss(critic_logp[:, :-1], ret, slow_val)
+        losses["value"] = w * self.critic_loss(critic_logp, F.pad(ret, (0, 1)), slow_val)[:, :-1]
 
         # Replay value: the critic also learns on real trajectories, bootstrapped from imagined returns;
         # this loss reaches the world-model features, the imagination losses do not.
-        rep_logp = torch.log_softmax(self.critic(wm_feat[:, :-1]), -1)
+        rep_logp = torch.log_softmax(self.critic(wm_feat), -1)
         with torch.no_grad():
             boot = ret[:, 0].reshape(B, T)
             last = batch["is_last"].float()
             term = batch["is_terminal"].float()
             rep_ret = lambda_return(batch["reward"].float(), boot, self.gamma * (1 - term), self.cfg["lam"] * (1 - last))
-            rep_slow = self.slow_critic.mean(wm_feat[:, :-1].detach())
+            rep_slow = self.slow_critic.mean(wm_feat.detach())
         rep_w = 1.0 - last[:, :-1]
-        losses["repval"] = rep_w * self.critic_loss(rep_logp, rep_ret, rep_slow)
+        losses["repval"] = rep_w * self.critic_loss(rep_logp, F.pad(rep_ret, (0, 1)), rep_slow)[:, :-1]
 
         assert set(losses) == set(self.scales), (sorted(losses), sorted(self.scales))
         total = sum(self.scales[k] * v.mean() for k, v in losses.items())

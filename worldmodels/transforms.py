@@ -68,14 +68,23 @@ def twohot_expect(probs: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
 
 
 def twohot_nll(logp: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of raw targets' two-hot encodings under log-probabilities `logp` (..., K), per element.
+    """Cross-entropy of raw targets' two-hot encodings under log-probabilities `logp` (..., K), per element."""
+    return twohot_mix_nll(logp, [target], [1.0], bins)
 
-    Gathers the two log-probabilities instead of building (..., K) two-hot vectors: same value, far less memory.
+
+def twohot_mix_nll(logp: torch.Tensor, targets: list[torch.Tensor], scales: list[float], bins: torch.Tensor) -> torch.Tensor:
+    """sum_i scales[i] * twohot_nll(logp, targets[i]), per element, from a single gather.
+
+    Gathers the few log-probabilities the two-hot targets touch instead of building (..., K) two-hot
+    vectors, and all targets at once, so the backward pass fills one (..., K) gradient, not one per target.
     """
-    below, above, w_below, w_above = _twohot_indices(target, bins)
-    lp_below = logp.gather(-1, below[..., None]).squeeze(-1)
-    lp_above = logp.gather(-1, above[..., None]).squeeze(-1)
-    return -(w_below * lp_below + w_above * lp_above)
+    index, weight = [], []
+    for target, scale in zip(targets, scales):
+        below, above, w_below, w_above = _twohot_indices(target, bins)
+        index += [below, above]
+        weight += [scale * w_below, scale * w_above]
+    picked = logp.gather(-1, torch.stack(index, -1))
+    return -(torch.stack(weight, -1) * picked).sum(-1)
 
 
 def twohot_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
