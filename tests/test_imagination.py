@@ -116,3 +116,35 @@ def test_report_files_are_complete_and_readable(tmp_path):
         assert image.shape[0] > 100 and image.shape[1] > 100
     assert set(files) >= {tmp_path / "summary.json", tmp_path / "reward.png"}
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+class ImageOracle:
+    """Exact on the image key, off by a known constant of 51 pixel values (0.2) on a second one."""
+
+    obs_keys = ["image", "noisy"]
+
+    def open_loop(self, window, context):
+        out = {"image": window["image"][:, context:].astype(np.float64)}
+        out["noisy"] = np.clip(window["noisy"][:, context:].astype(np.float64) + 51, 0, 255)
+        out["reward"] = window["reward"][:, context:].astype(np.float64)
+        out["cont"] = np.ones_like(out["reward"])
+        return out
+
+
+def test_image_keys_get_mse_in_unit_range_and_psnr():
+    rng = np.random.default_rng(0)
+    n = 30
+    ep = {
+        "image": rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
+        "noisy": np.zeros((n, 8, 8, 3), np.uint8),
+        "action": np.zeros((n, 1), np.float32),
+        "reward": np.zeros(n, np.float32),
+        "is_first": np.arange(n) == 0,
+        "is_last": np.arange(n) == n - 1,
+        "is_terminal": np.zeros(n, bool),
+    }
+    metrics = openloop_metrics(ImageOracle(), windows([ep], 3, 7, 100), 3)
+    np.testing.assert_array_equal(metrics["obs_mse/image"], 0.0)
+    np.testing.assert_allclose(metrics["psnr/image"], 100.0)
+    np.testing.assert_allclose(metrics["obs_mse/noisy"], 0.04)
+    np.testing.assert_allclose(metrics["psnr/noisy"], 10 * np.log10(1 / 0.04))

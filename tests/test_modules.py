@@ -33,6 +33,7 @@ DEBUG = {
     "classes": 4,
     "blocks": 2,
     "units": 16,
+    "depth": 2,
     "enc_layers": 1,
     "dec_layers": 1,
     "head_layers": 1,

@@ -30,13 +30,15 @@ def action_spec(space: gym.Space) -> tuple[int, bool]:
 
 
 def obs_shapes(space: gym.Space) -> dict[str, tuple[int, ...]]:
-    """Observation keys the agent models: every 1-D Box of a Dict space."""
+    """Observation keys the agent models: 1-D Box vectors and (H, W, C) uint8 Box images of a Dict space."""
     if not isinstance(space, gym.spaces.Dict):
-        raise ValueError(f"observation space {space} is not supported: the agent needs a Dict of 1-D Boxes")
+        raise ValueError(f"observation space {space} is not supported: the agent needs a Dict of vectors and images")
     shapes = {}
     for key, sub in space.spaces.items():
-        if not (isinstance(sub, gym.spaces.Box) and len(sub.shape) == 1):
-            raise ValueError(f"observation '{key}' {sub} is not supported: only 1-D Box vectors for now")
+        vector = isinstance(sub, gym.spaces.Box) and len(sub.shape) == 1
+        image = isinstance(sub, gym.spaces.Box) and len(sub.shape) == 3 and sub.dtype == np.uint8
+        if not (vector or image):
+            raise ValueError(f"observation '{key}' {sub} is not supported: use 1-D Box vectors or (H, W, C) uint8 Box images")
         shapes[key] = tuple(sub.shape)
     return shapes
 
@@ -58,7 +60,7 @@ class Agent(nn.Module):
         self.cfg = dict(agent)
         self.scales = dict(agent["loss_scales"])
         bins = twohot_bins(int(agent["bins"]))
-        widths = {k: model[k] for k in ("deter", "hidden", "stoch", "classes", "blocks", "units", "enc_layers", "dec_layers", "head_layers")}
+        widths = {k: model[k] for k in ("deter", "hidden", "stoch", "classes", "blocks", "units", "depth", "enc_layers", "dec_layers", "head_layers")}
         self.wm = WorldModel(self.obs_keys, self.action_dim, bins=bins, unimix=agent["unimix"], free_bits=agent["free_bits"], **widths)
         feat = self.wm.rssm.feat_dim
         self.actor = Actor(feat, self.action_dim, self.discrete, model["units"], model["actor_layers"])

@@ -8,7 +8,8 @@ from torch import nn
 
 from worldmodels.distributions import DiscretePolicy, NormalPolicy
 from worldmodels.nets import MLP, Linear
-from worldmodels.transforms import symlog, twohot_loss, twohot_mean
+from worldmodels.conv import ConvDecoder, ConvEncoder
+from worldmodels.transforms import symexp, symlog, twohot_loss, twohot_mean
 
 
 class VectorEncoder(nn.Module):
@@ -48,6 +49,51 @@ class VectorDecoder(nn.Module):
             err = (pred - symlog(obs[key].float())).square()
             total = total + err.reshape(*err.shape[:2], -1).sum(-1)
         return total
+
+
+def split_keys(shapes: dict[str, tuple[int, ...]]) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """Vector keys (1-D) and image keys (H, W, C)."""
+    vectors = {k: tuple(v) for k, v in shapes.items() if len(v) == 1}
+    images = {k: tuple(v) for k, v in shapes.items() if len(v) == 3}
+    return vectors, images
+
+
+class ObsEncoder(nn.Module):
+    """Vector keys through one MLP, each image key through a CNN; the embeddings are concatenated."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], units: int, layers: int, depth: int):
+        super().__init__()
+        vectors, images = split_keys(shapes)
+        self.vector = VectorEncoder(vectors, units, layers) if vectors else None
+        self.images = nn.ModuleDict({k: ConvEncoder(s, depth) for k, s in sorted(images.items())})
+        self.out_dim = (self.vector.out_dim if self.vector else 0) + sum(e.out_dim for e in self.images.values())
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = [self.vector(obs)] if self.vector is not None else []
+        parts += [enc(obs[k]) for k, enc in self.images.items()]
+        return torch.cat(parts, -1)
+
+
+class ObsDecoder(nn.Module):
+    """Reconstructs every observation key: symlog MSE for vectors, MSE for images (summed per step)."""
+
+    def __init__(self, feat_dim: int, shapes: dict[str, tuple[int, ...]], units: int, layers: int, depth: int):
+        super().__init__()
+        vectors, images = split_keys(shapes)
+        self.vector = VectorDecoder(feat_dim, vectors, units, layers) if vectors else None
+        self.images = nn.ModuleDict({k: ConvDecoder(feat_dim, s, depth) for k, s in sorted(images.items())})
+
+    def loss(self, feat: torch.Tensor, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = self.vector.loss(feat, obs) if self.vector is not None else 0.0
+        for key, dec in self.images.items():
+            total = total + dec.loss(feat, obs[key])
+        return total
+
+    def predict(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predictions in observation units: vectors symexp'd back, images as 0..255 pixel values."""
+        out = {k: symexp(v) for k, v in self.vector(feat).items()} if self.vector is not None else {}
+        out.update({k: dec.to_pixels(dec(feat)) for k, dec in self.images.items()})
+        return out
 
 
 class TwoHotHead(nn.Module):

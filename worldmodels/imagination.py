@@ -13,7 +13,6 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from worldmodels.transforms import symexp
 
 Arrays = dict[str, np.ndarray]
 FLAGS = ("reward", "is_first", "is_last", "is_terminal", "action")
@@ -54,7 +53,7 @@ class Predictor(Protocol):
 
 
 class WorldModelPredictor:
-    """Open-loop predictions of an Agent's world model (decoder outputs mapped back from symlog space)."""
+    """Open-loop predictions of an Agent's world model, in observation units."""
 
     def __init__(self, agent, batch: int = 256):
         self.agent, self.batch = agent, batch
@@ -86,7 +85,7 @@ class WorldModelPredictor:
             state = wm.rssm.imagine_step(state, data["action"][:, t - 1])
             feats.append(wm.rssm.feat(state))
         feat = torch.stack(feats, 1)
-        out = {k: symexp(v).cpu().numpy() for k, v in wm.decoder(feat).items()}
+        out = {k: v.cpu().numpy() for k, v in wm.decoder.predict(feat).items()}
         out["reward"] = wm.reward.mean(feat).cpu().numpy()
         out["cont"] = wm.cont.prob(feat).cpu().numpy()
         return out
@@ -113,9 +112,13 @@ def openloop_metrics(predictor: Predictor, window: Arrays, context: int) -> dict
     pred = predictor.open_loop(window, context)
     metrics = {}
     for key in predictor.obs_keys:
-        truth = window[key][:, context:].astype(np.float64)
-        err = (pred[key].astype(np.float64) - truth) ** 2
-        metrics[f"obs_mse/{key}"] = err.reshape(*err.shape[:2], -1).mean(-1).mean(0)
+        image = window[key].dtype == np.uint8
+        scale = 255.0 if image else 1.0  # images are compared in [0, 1]
+        truth = window[key][:, context:].astype(np.float64) / scale
+        err = ((pred[key].astype(np.float64) / scale - truth) ** 2).reshape(*truth.shape[:2], -1).mean(-1)
+        metrics[f"obs_mse/{key}"] = err.mean(0)
+        if image:
+            metrics[f"psnr/{key}"] = (10 * np.log10(1.0 / np.maximum(err, 1e-10))).mean(0)
     rew_true = window["reward"][:, context:].astype(np.float64)
     metrics["reward_mse"] = ((pred["reward"] - rew_true) ** 2).mean(0)
     metrics["reward_mae"] = np.abs(pred["reward"] - rew_true).mean(0)

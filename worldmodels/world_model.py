@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from worldmodels.distributions import kl_categorical
-from worldmodels.heads import BinaryHead, TwoHotHead, VectorDecoder, VectorEncoder
+from worldmodels.heads import BinaryHead, ObsDecoder, ObsEncoder, TwoHotHead
 from worldmodels.rssm import RSSM, State
 
 Batch = dict[str, torch.Tensor]
@@ -16,9 +16,9 @@ class WorldModel(nn.Module):
     """Learns p(o, r, c | z) and the latent dynamics from replayed sequences.
 
     Args:
-        obs_shapes: observation key -> shape (vector keys only for now).
+        obs_shapes: observation key -> shape: (n,) vectors and (H, W, C) uint8 images.
         action_dim: size of the action vector (one-hot for discrete actions).
-        model: widths from the size preset (deter, hidden, stoch, classes, blocks, units, *_layers).
+        model: widths from the size preset (deter, hidden, stoch, classes, blocks, units, depth, *_layers).
         bins: two-hot bins of the reward head. unimix, free_bits: as in DreamerV3.
     """
 
@@ -33,6 +33,7 @@ class WorldModel(nn.Module):
         classes: int,
         blocks: int,
         units: int,
+        depth: int,
         enc_layers: int,
         dec_layers: int,
         head_layers: int,
@@ -42,10 +43,10 @@ class WorldModel(nn.Module):
     ):
         super().__init__()
         self.free_bits = free_bits
-        self.encoder = VectorEncoder(obs_shapes, units, enc_layers)
+        self.encoder = ObsEncoder(obs_shapes, units, enc_layers, depth)
         self.rssm = RSSM(self.encoder.out_dim, action_dim, deter, hidden, stoch, classes, blocks, unimix)
         feat = self.rssm.feat_dim
-        self.decoder = VectorDecoder(feat, obs_shapes, units, dec_layers)
+        self.decoder = ObsDecoder(feat, obs_shapes, units, dec_layers, depth)
         self.reward = TwoHotHead(feat, units, head_layers, bins)
         self.cont = BinaryHead(feat, units, head_layers)
 

@@ -1,0 +1,84 @@
+"""CNN encoder/decoder for image observations, and a world model / agent that mixes images and vectors."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from worldmodels.agent import Agent
+from worldmodels.conv import ConvDecoder, ConvEncoder
+
+MODEL = {"deter": 32, "hidden": 16, "stoch": 4, "classes": 4, "blocks": 2, "units": 16, "depth": 2,
+         "enc_layers": 1, "dec_layers": 1, "head_layers": 1, "actor_layers": 1, "critic_layers": 1}
+AGENT = {"bins": 31, "unimix": 0.01, "free_bits": 1.0, "retnorm_rate": 0.01, "retnorm_limit": 1.0, "horizon": 333,
+         "imag_length": 3, "lam": 0.95, "actent": 3e-4, "slowreg": 1.0, "slow_rate": 0.02,
+         "loss_scales": {"dec": 1.0, "rew": 1.0, "con": 1.0, "dyn": 1.0, "rep": 0.1, "policy": 1.0, "value": 1.0, "repval": 0.3},
+         "opt": {"lr": 1e-3, "eps": 1e-20, "beta1": 0.9, "beta2": 0.999, "agc": 0.3, "warmup": 1}}
+
+
+@pytest.mark.parametrize("size", [8, 32, 64])
+def test_encoder_decoder_shapes_and_gradients(size):
+    torch.manual_seed(0)
+    enc, dec = ConvEncoder((size, size, 3), depth=2), ConvDecoder(20, (size, size, 3), depth=2)
+    image = torch.randint(0, 256, (2, 5, size, size, 3), dtype=torch.uint8)
+    emb = enc(image)
+    assert emb.shape == (2, 5, enc.out_dim) and enc.out_dim == 2 * {8: 2, 32: 4, 64: 4}[size] * 16
+    feat = torch.randn(2, 5, 20, requires_grad=True)
+    assert dec(feat).shape == (2, 5, size, size, 3)
+    loss = dec.loss(feat, image)
+    assert loss.shape == (2, 5)
+    (loss.sum() + emb.square().sum()).backward()
+    for module in (enc, dec):
+        for name, p in module.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert feat.grad.abs().sum() > 0
+
+
+def test_decoder_loss_is_the_summed_pixel_error():
+    dec = ConvDecoder(4, (8, 8, 1), depth=1)
+    image = torch.full((1, 1, 8, 8, 1), 255, dtype=torch.uint8)
+    with torch.no_grad():
+        pred = dec(torch.zeros(1, 1, 4))
+    expected = ((pred - 0.5) ** 2).sum()
+    assert torch.allclose(dec.loss(torch.zeros(1, 1, 4), image).sum(), expected)
+    assert ConvDecoder.to_pixels(torch.tensor([-1.0, 0.0, 0.5, 2.0])).tolist() == [0.0, 128.0, 255.0, 255.0]
+
+
+@pytest.mark.parametrize("shape", [(64, 32, 3), (48, 48, 3), (4, 4, 3)])
+def test_unsupported_image_shapes(shape):
+    with pytest.raises(ValueError, match="not supported"):
+        ConvEncoder(shape, depth=2)
+
+
+def test_agent_with_image_and_vector_observations_trains_and_acts():
+    torch.manual_seed(0)
+    obs_space = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (16, 16, 3), np.uint8), "state": gym.spaces.Box(-1, 1, (3,), np.float32)})
+    agent = Agent(obs_space, gym.spaces.Box(-1, 1, (2,), np.float32), MODEL, AGENT)
+    B, T = 2, 6
+    batch = {
+        "image": torch.randint(0, 256, (B, T, 16, 16, 3), dtype=torch.uint8),
+        "state": torch.randn(B, T, 3),
+        "action": torch.rand(B, T, 2) * 2 - 1,
+        "reward": torch.randn(B, T),
+        "is_first": torch.zeros(B, T, dtype=torch.bool),
+        "is_last": torch.zeros(B, T, dtype=torch.bool),
+        "is_terminal": torch.zeros(B, T, dtype=torch.bool),
+    }
+    before = {k: v.clone() for k, v in agent.wm.decoder.images["image"].state_dict().items()}
+    metrics = agent.train_step(batch)
+    assert metrics["train/nonfinite"] == 0 and np.isfinite(metrics["loss/dec"])
+    after = agent.wm.decoder.images["image"].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    obs = {"image": np.zeros((3, 16, 16, 3), np.uint8), "state": np.zeros((3, 3), np.float32), "is_first": np.ones(3, bool)}
+    action, _ = agent.policy(obs, None)
+    assert action.shape == (3, 2)
+    preds = agent.wm.decoder.predict(torch.randn(4, agent.wm.rssm.feat_dim))
+    assert preds["image"].shape == (4, 16, 16, 3) and preds["image"].min() >= 0 and preds["image"].max() <= 255
+
+
+def test_unsupported_observation_is_named():
+    obs_space = gym.spaces.Dict({"grid": gym.spaces.Box(0, 1, (4, 4), np.float32)})
+    with pytest.raises(ValueError, match="'grid'.*not supported"):
+        Agent(obs_space, gym.spaces.Discrete(2), MODEL, AGENT)
