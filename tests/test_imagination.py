@@ -148,3 +148,30 @@ def test_image_keys_get_mse_in_unit_range_and_psnr():
     np.testing.assert_allclose(metrics["psnr/image"], 100.0)
     np.testing.assert_allclose(metrics["obs_mse/noisy"], 0.04)
     np.testing.assert_allclose(metrics["psnr/noisy"], 10 * np.log10(1 / 0.04))
+
+
+def test_image_report_writes_a_truth_prediction_error_gif(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    n = 20
+    ep = {
+        "image": rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
+        "noisy": np.zeros((n, 8, 8, 3), np.uint8),
+        "action": np.zeros((n, 1), np.float32),
+        "reward": np.zeros(n, np.float32),
+        "is_first": np.arange(n) == 0,
+        "is_last": np.arange(n) == n - 1,
+        "is_terminal": np.zeros(n, bool),
+    }
+
+    class Oracle(ImageOracle):
+        def imagine_return(self, window, context, horizon):
+            return np.zeros(len(window["reward"]))
+
+    report = build_report(Oracle(), [ep], context=4, horizon=6, max_starts=10)
+    write_report(report, tmp_path)
+    gif = Image.open(tmp_path / "openloop_image.gif")
+    assert gif.n_frames == 6  # one frame per predicted step
+    assert gif.size == (2 * 8 * 3, 2 * 8)  # truth | prediction | error, upscaled twice
+    assert not (tmp_path / "openloop_trajectories.png").exists()  # no vector keys to plot

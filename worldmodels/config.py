@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from worldmodels.errors import UserError
 
-KNOWN_SUITES = ("gym", "dummy")
+KNOWN_SUITES = ("gym", "dummy", "dmc")
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -86,7 +86,7 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
         _int(cfg, "run.steps", 1)
         _float(cfg, "run.train_ratio", 0.0, strict_low=True)
         _int(cfg, "run.train_start", 0)
-        for key in ("log_every", "eval_every", "save_every", "threads"):
+        for key in ("log_every", "eval_every", "save_every", "threads", "video_every"):
             _int(cfg, f"run.{key}", 0)
         _int(cfg, "run.eval_episodes", 1)
         _int(cfg, "run.max_env_failures", 0)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from worldmodels.imagination import Arrays, Predictor, imagination_gap, openloop_metrics, windows
+from worldmodels.video import comparison_frames, save_gif
 
 
 def build_report(predictor: Predictor, episodes: list[Arrays], context: int, horizon: int, max_starts: int = 256) -> dict[str, Any]:
@@ -98,20 +99,24 @@ def plot_report(report: dict[str, Any], out: Path) -> list[Path]:
     files = [plot_curves({"model": report}, out / "openloop_error.png")]
     truth, pred, context = report["_example"]["truth"], report["_example"]["pred"], report["context"]
     keys = [k for k in pred if k not in ("reward", "cont")]
-    dims = [(k, d) for k in keys for d in range(int(np.prod(truth[k].shape[2:])))][:12]
-    fig, axes = plt.subplots(len(dims), 1, figsize=(7, 1.6 * len(dims)), squeeze=False, sharex=True)
+    dims = [(k, d) for k in keys if truth[k].ndim == 3 for d in range(truth[k].shape[2])][:12]
     steps = np.arange(truth["reward"].shape[1])
-    for ax, (key, d) in zip(axes[:, 0], dims):
-        ax.plot(steps, truth[key][0].reshape(len(steps), -1)[:, d], "k", lw=1, label="true")
-        ax.plot(steps[context:], pred[key][0].reshape(len(steps) - context, -1)[:, d], "C1", lw=1, label="predicted")
-        ax.axvspan(0, context - 1, color="0.9")
-        ax.set_ylabel(f"{key}[{d}]", fontsize=7)
-    axes[0, 0].legend(fontsize=7, loc="upper right")
-    axes[-1, 0].set_xlabel("step (grey: observed context, then open-loop prediction)")
-    fig.tight_layout()
-    fig.savefig(out / "openloop_trajectories.png", dpi=90)
-    plt.close(fig)
-    files.append(out / "openloop_trajectories.png")
+    if dims:  # vector keys: predicted against true trajectory of each dimension
+        fig, axes = plt.subplots(len(dims), 1, figsize=(7, 1.6 * len(dims)), squeeze=False, sharex=True)
+        for ax, (key, d) in zip(axes[:, 0], dims):
+            ax.plot(steps, truth[key][0][:, d], "k", lw=1, label="true")
+            ax.plot(steps[context:], pred[key][0][:, d], "C1", lw=1, label="predicted")
+            ax.axvspan(0, context - 1, color="0.9")
+            ax.set_ylabel(f"{key}[{d}]", fontsize=7)
+        axes[0, 0].legend(fontsize=7, loc="upper right")
+        axes[-1, 0].set_xlabel("step (grey: observed context, then open-loop prediction)")
+        fig.tight_layout()
+        fig.savefig(out / "openloop_trajectories.png", dpi=90)
+        plt.close(fig)
+        files.append(out / "openloop_trajectories.png")
+    for key in [k for k in keys if truth[k].ndim == 5]:  # image keys: truth | prediction | error video
+        frames = comparison_frames(truth[key][0, context:], pred[key][0])
+        files.append(save_gif(frames, out / f"openloop_{key}.gif"))
     fig, ax = plt.subplots(figsize=(4, 4))
     rew_true, rew_pred = truth["reward"][0, context:], pred["reward"][0]
     ax.plot(steps[context:], rew_true, "k", label="true")

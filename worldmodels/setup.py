@@ -68,7 +68,8 @@ def set_threads(threads: int) -> None:
 
 def make_env(env_cfg: DictConfig, seed: int) -> gym.Env:
     """Build the configured environment; bad names or unsupported spaces become one-line UserErrors."""
-    options: dict[str, Any] = {k: v for k, v in OmegaConf.to_container(env_cfg, resolve=True).items() if k not in ("suite", "id")}
+    # `task` is an alias some suites use for `id` (env=dmc env.task=walker-walk).
+    options: dict[str, Any] = {k: v for k, v in OmegaConf.to_container(env_cfg, resolve=True).items() if k not in ("suite", "id", "task")}
     try:
         return envs.make(env_cfg.suite, env_cfg.id, seed=seed, **options)
     except (ValueError, TypeError) as e:

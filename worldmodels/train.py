@@ -28,6 +28,7 @@ from worldmodels.replay import Replay
 from worldmodels.replay_store import ChunkStore
 from worldmodels.report import replay_openloop
 from worldmodels.setup import CONFIG_DIR, entry_point, make_agent, make_env, seed_everything, set_threads, to_torch
+from worldmodels.video import frame_strip, save_gif
 
 
 def prepare_run_dir(cfg: DictConfig) -> tuple[Path, dict[str, Any] | None]:
@@ -159,9 +160,17 @@ class Trainer:
         sample = self.replay.sample(64, context + horizon)
         return replay_openloop(WorldModelPredictor(self.agent), sample, context)
 
-    def evaluate(self) -> float:
-        returns = [s["return"] for s in self.eval_driver.episodes(self.cfg.run.eval_episodes)]
-        return float(np.mean(returns))
+    def evaluate(self, video: bool = False) -> float:
+        """Mean return of `run.eval_episodes` evaluation episodes; with `video`, the first one of each image key
+        is saved as videos/eval_<step>_<key>.gif and as a frame strip in TensorBoard."""
+        if not video:
+            return float(np.mean([s["return"] for s in self.eval_driver.episodes(self.cfg.run.eval_episodes)]))
+        episodes, stats = self.eval_driver.record(self.cfg.run.eval_episodes)
+        for key, frames in episodes[0].items():
+            if frames.ndim == 4 and frames.dtype == np.uint8:
+                save_gif(frames, self.run_dir / "videos" / f"eval_{self.step}_{key}.gif")
+                self.logger.tb.add_image(f"eval/video_{key}", frame_strip(frames), self.step, dataformats="HWC")
+        return float(np.mean([s["return"] for s in stats]))
 
     def train_updates(self) -> dict[str, list[float]]:
         """Run the updates owed at the current env step: updates * B * T ~= train_ratio * env steps."""
@@ -190,7 +199,8 @@ class Trainer:
     def run(self) -> None:
         cfg = self.cfg
         total = cfg.run.steps
-        logger = Logger(self.run_dir, total, initial_step=self.step, progress=cfg.run.progress)
+        logger = self.logger = Logger(self.run_dir, total, initial_step=self.step, progress=cfg.run.progress)
+        pixels = any(len(shape) == 3 for shape in self.agent.obs_keys.values())
 
         def after(every: int) -> int:
             return (self.step // every + 1) * every if every else total + 1
@@ -199,7 +209,7 @@ class Trainer:
         episodes: list[float] = []
         last_return = eval_return = None
         next_log, next_eval, next_save = after(cfg.run.log_every), after(cfg.run.eval_every), after(cfg.run.save_every)
-        next_report = after(cfg.report.every)
+        next_report, next_video = after(cfg.report.every), after(cfg.run.video_every)
         start, start_step = time.time(), self.step
         try:
             while self.step < total:
@@ -213,12 +223,14 @@ class Trainer:
                 final = self.step >= total
                 line: dict[str, float] = {}
                 if self.step >= next_eval or final:
-                    eval_return = self.evaluate()
+                    video = pixels and (self.step >= next_video or final) and cfg.run.video_every > 0
+                    eval_return = self.evaluate(video)
+                    next_video = after(cfg.run.video_every) if video else next_video
                     line["eval/return"] = eval_return
                     next_eval = after(cfg.run.eval_every)
                 if self.step >= next_report and self.updates:
                     line.update(self.openloop_report())
-                    next_report = after(cfg.report.every)
+                    next_report, next_video = after(cfg.report.every), after(cfg.run.video_every)
                 if self.step >= next_log or final or line:
                     elapsed = max(time.time() - start, 1e-9)
                     line.update({k: float(np.mean(v)) for k, v in pending.items()})
