@@ -14,6 +14,7 @@ __all__ = ["SUITES", "check_env", "make"]
 # Backends are imported by name on demand, so a suite's heavy dependencies load only when it is used
 # and adding a suite is one line here.
 SUITES: dict[str, str] = {
+    "dmc": "envs.dmc:make_dmc",
     "dummy": "envs.dummy:make_dummy",
     "gym": "envs.gym:make_gym",
 }

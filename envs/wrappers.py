@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, SupportsFloat
 
 import gymnasium
@@ -67,6 +68,46 @@ class NormalizeAction(gymnasium.ActionWrapper):
         scaled = self._low + (action + 1.0) * 0.5 * (self._high - self._low)
         # Clip again so rounding can never step outside the bounds.
         return np.clip(scaled, self._low, self._high).astype(inner.dtype)
+
+
+class RenderObservation(gymnasium.ObservationWrapper):
+    """Adds the env's render() frame under `key` as uint8 (size, size, 3); keep=False drops the other keys (obs='pixels').
+
+    Meant for envs built with render_mode='rgb_array' that render at the requested size themselves (e.g. Gymnasium's
+    MuJoCo tasks with width=height=size), so a frame of any other shape is an error rather than silently resized.
+    """
+
+    def __init__(self, env: gymnasium.Env, size: int, key: str = "image", keep: bool = True):
+        super().__init__(env)
+        if int(size) != size or size < 1:
+            raise ValueError(f"RenderObservation size must be an integer >= 1, got {size!r}")
+        space = env.observation_space
+        if keep and not isinstance(space, spaces.Dict):
+            raise TypeError(
+                f"RenderObservation with keep=True needs a Dict observation space (use DictObs first), got {space}"
+            )
+        if env.render_mode != "rgb_array":
+            raise ValueError(f"RenderObservation needs an env built with render_mode='rgb_array', got {env.render_mode!r}")
+        if keep and key in space.spaces:
+            raise ValueError(f"RenderObservation key {key!r} is already an observation key")
+        self._key = key
+        self._keep = keep
+        self._shape = (int(size), int(size), 3)
+        image = spaces.Box(0, 255, self._shape, np.uint8)
+        self.observation_space = spaces.Dict({**space.spaces, key: image} if keep else {key: image})
+
+    def observation(self, observation: Any) -> dict[str, np.ndarray]:
+        try:
+            frame = self.env.render()
+        except gymnasium.error.DependencyNotInstalled as error:
+            raise ValueError(f"rendering needs a missing package: {first_line(error)}") from None
+        except Exception as error:
+            raise rendering_error(error) from error
+        frame = np.asarray(frame)
+        if frame.shape != self._shape or frame.dtype != np.uint8:
+            raise ValueError(f"render() returned a {frame.dtype} frame of shape {frame.shape}, expected uint8 {self._shape}")
+        image = np.array(frame, dtype=np.uint8, order="C")  # a copy: renderers reuse (and flip views of) their buffers
+        return {**observation, self._key: image} if self._keep else {self._key: image}
 
 
 class ActionRepeat(gymnasium.Wrapper):
@@ -141,3 +182,32 @@ def wrap_common(env: gymnasium.Env, action_repeat: int = 1, time_limit: int = 0,
     if seed is not None:
         env = SeedOnFirstReset(env, seed)
     return env
+
+
+def default_mujoco_gl() -> None:
+    """Sets MUJOCO_GL=egl when it is unset, so headless machines render without a display.
+
+    MuJoCo and dm_control read MUJOCO_GL once, when first imported, and their default (GLFW) needs a display;
+    call this before importing them. An explicit setting (e.g. osmesa) is left alone.
+    """
+    if not os.environ.get("MUJOCO_GL"):
+        os.environ["MUJOCO_GL"] = "egl"
+
+
+def rendering_error(error: BaseException) -> RuntimeError:
+    """A one-line RuntimeError for a MuJoCo rendering failure, saying which Debian packages provide the GL backend."""
+    backend = os.environ.get("MUJOCO_GL") or "unset"
+    return RuntimeError(
+        f"MuJoCo rendering failed with MUJOCO_GL={backend} ({type(error).__name__}: {first_line(error)}); on Debian "
+        "`apt-get install libegl1 libgl1-mesa-dri` for MUJOCO_GL=egl, or `apt-get install libosmesa6` for MUJOCO_GL=osmesa "
+        "(MUJOCO_GL=glfw needs a display)"
+    )
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message; some GL errors fail to format, which must not hide the original."""
+    try:
+        text = str(error).strip()
+    except Exception:  # noqa: BLE001 - e.g. PyOpenGL's EGLError, whose str() can itself fail
+        text = ""
+    return text.splitlines()[0] if text else "no message"

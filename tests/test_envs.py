@@ -10,7 +10,7 @@ from gymnasium import spaces
 import envs
 from envs.dummy import make_dummy
 from envs.gym import make_gym
-from envs.wrappers import ActionRepeat, DictObs, NormalizeAction, TimeLimit
+from envs.wrappers import ActionRepeat, DictObs, NormalizeAction, TimeLimit, default_mujoco_gl
 
 ALL_ENVS = [("gym", "CartPole-v1"), ("gym", "Pendulum-v1"), ("dummy", "discrete"), ("dummy", "continuous")]
 
@@ -277,7 +277,7 @@ def test_seeded_gym_envs_are_deterministic(task):
 
 
 def test_unknown_suite():
-    with pytest.raises(ValueError, match=r"unknown environment suite 'xyz'; known suites: dummy, gym"):
+    with pytest.raises(ValueError, match=r"unknown environment suite 'xyz'; known suites: dmc, dummy, gym"):
         envs.make("xyz", "anything")
 
 
@@ -287,9 +287,39 @@ def test_unknown_gym_id():
     assert "\n" not in str(info.value)
 
 
-def test_gym_rejects_pixels():
-    with pytest.raises(ValueError, match="pixels are not yet supported"):
+def test_gym_pixels_need_a_mujoco_task():
+    with pytest.raises(ValueError, match=r"obs='pixels' needs a Gymnasium MuJoCo task.*'CartPole-v1'") as info:
         envs.make("gym", "CartPole-v1", obs="pixels")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"obs='rgb' is not supported.*'state', 'pixels' or 'both'"):
+        envs.make("gym", "CartPole-v1", obs="rgb")
+    with pytest.raises(ValueError, match="sets width itself"):
+        envs.make("gym", "CartPole-v1", obs="pixels", width=32)
+
+
+def test_gym_mujoco_pixels():
+    default_mujoco_gl()  # before MuJoCo's first import, which fixes its GL backend, as make_gym does for pixels
+    try:
+        import gymnasium.envs.mujoco  # noqa: F401
+    except ImportError as error:
+        pytest.skip(f"Gymnasium's MuJoCo tasks do not import ({error}): pip install 'gymnasium[mujoco]'")
+    env = make_gym("Hopper-v5", obs="pixels", time_limit=3, seed=0)
+    try:
+        assert env.observation_space == spaces.Dict({"image": spaces.Box(0, 255, (64, 64, 3), np.uint8)})
+        observation, _ = env.reset()
+        image = observation["image"]
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8 and image.min() < image.max()
+        assert env.step(env.action_space.sample())[0]["image"].shape == (64, 64, 3)
+        envs.check_env(env, steps=4)
+    finally:
+        env.close()
+    both = make_gym("Hopper-v5", obs="both", size=32)
+    try:
+        observation, _ = both.reset(seed=0)
+        assert observation["state"].shape == (11,) and observation["state"].dtype == np.float32
+        assert observation["image"].shape == (32, 32, 3)
+    finally:
+        both.close()
 
 
 def test_gym_rejects_image_observations(registered):

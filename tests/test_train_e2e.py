@@ -225,3 +225,22 @@ def test_evaluate_missing_or_corrupt_checkpoint(tmp_path: Path):
     bad.write_bytes(b"not a checkpoint")
     proc = run_module("worldmodels.evaluate", f"checkpoint={bad}", cwd=tmp_path)
     assert proc.returncode == 2 and "corrupt" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_pixel_run_through_the_entry_point_writes_videos(tmp_path: Path):
+    """DMC from 64x64 pixels with the debug preset: CNN encoder/decoder, replay of uint8 images, eval videos."""
+    from PIL import Image
+
+    run_dir = tmp_path / "px"
+    proc = run_module(
+        "worldmodels.train", "env=dmc", "env.task=cartpole-swingup", "env.obs=pixels", "env.time_limit=20", "model=debug",
+        "run.steps=100", "run.train_start=40", "run.train_ratio=16", "run.eval_every=50", "run.video_every=50",
+        "run.eval_episodes=1", "run.progress=false", f"run.dir={run_dir}", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    videos = sorted((run_dir / "videos").glob("eval_*_image.gif"))
+    assert [v.name for v in videos] == ["eval_100_image.gif", "eval_50_image.gif"]
+    gif = Image.open(videos[0])
+    assert gif.n_frames == 21 and gif.size == (128, 128)  # 20 agent steps plus the first frame, upscaled twice
+    payload = load_checkpoint(run_dir / "checkpoints")
+    assert payload["updates"] > 0 and any(k.startswith("wm.encoder.images.image") for k in payload["agent"])

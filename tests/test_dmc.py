@@ -1,0 +1,223 @@
+"""Tests for the DeepMind Control suite adapter: spaces, episode flags, action repeat, pixels, seeding, errors.
+
+Each test takes a few steps (a render costs ~30 ms on a CPU), so the file stays fast on a busy machine.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from envs.wrappers import default_mujoco_gl, rendering_error
+
+default_mujoco_gl()  # MuJoCo picks its GL backend at first import, so this must precede importing dm_control here
+pytest.importorskip("dm_control", reason="dm-control is not installed: pip install -e '.[dmc]'")
+
+import dm_env  # dm_control's own dependency
+from dm_control import suite
+
+import envs
+from envs.dmc import episode_flags, make_dmc, split_task
+
+
+@pytest.fixture
+def built():
+    """Closes every env a test builds, so GL contexts are freed before the interpreter exits."""
+    made = []
+
+    def build(task: str, **options):
+        env = make_dmc(task, **options)
+        made.append(env)
+        return env
+
+    yield build
+    for env in made:
+        env.close()
+
+
+def rollout(env, actions: list, key: str = "state") -> list:
+    observation, _ = env.reset()
+    trace = [observation[key].copy()]
+    for action in actions:
+        observation, reward, terminated, truncated, _ = env.step(action)
+        trace.append((observation[key].copy(), reward, terminated, truncated))
+    return trace
+
+
+# ---- spaces and contract ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task, state_dim, action_dim", [("walker-walk", 24, 6), ("cartpole-swingup", 5, 1)])
+def test_proprio_spaces(built, task, state_dim, action_dim):
+    env = built(task)
+    assert list(env.observation_space.spaces) == ["state"]
+    assert env.observation_space["state"] == spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)
+    assert env.action_space == spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+    observation, info = env.reset(seed=0)
+    assert observation["state"].dtype == np.float32 and observation["state"].shape == (state_dim,) and info == {}
+    observation, reward, terminated, truncated, info = env.step(np.full(action_dim, 2.0, np.float32))  # clipped to 1
+    assert env.observation_space.contains(observation)
+    assert isinstance(reward, float) and terminated is False and truncated is False and isinstance(info, dict)
+
+
+def test_both_has_state_and_image(built):
+    env = built("cartpole-swingup", obs="both", size=48)
+    assert set(env.observation_space.spaces) == {"state", "image"}
+    assert env.observation_space["image"] == spaces.Box(0, 255, (48, 48, 3), np.uint8)
+    observation, _ = env.reset(seed=0)
+    assert observation["state"].shape == (5,) and observation["image"].shape == (48, 48, 3)
+
+
+def test_pixels_image(built):
+    env = built("cartpole-swingup", obs="pixels")
+    assert list(env.observation_space.spaces) == ["image"]
+    first, _ = env.reset(seed=0)
+    second = env.step(np.ones(1, np.float32))[0]
+    for image in (first["image"], second["image"]):
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8 and image.flags.c_contiguous
+        assert image.min() < image.max()  # a real picture, not a blank buffer
+    assert first["image"] is not second["image"]
+
+
+def test_quadruped_defaults_to_camera_two(built):
+    env = built("quadruped-walk", obs="pixels", size=16)
+    assert env.unwrapped._camera == 2
+    assert built("walker-walk", obs="pixels", size=16).unwrapped._camera == 0
+
+
+@pytest.mark.parametrize("task, obs", [("walker-walk", "proprio"), ("cartpole-swingup", "pixels")])
+def test_check_env_passes(built, task, obs):
+    envs.check_env(built(task, obs=obs, time_limit=3), steps=7)  # time_limit makes check_env cross episode ends
+
+
+def test_registered_as_suite():
+    env = envs.make("dmc", "point_mass-easy", action_repeat=1)
+    assert env.observation_space["state"].shape == (4,)
+    env.close()
+
+
+# ---- action repeat and episode ends ------------------------------------------------------------------------
+
+
+def test_action_repeat_sums_rewards(built):
+    repeated, single = built("walker-walk", action_repeat=2, seed=3), built("walker-walk", action_repeat=1, seed=3)
+    np.testing.assert_array_equal(repeated.reset()[0]["state"], single.reset()[0]["state"])
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        action = rng.uniform(-1, 1, 6).astype(np.float32)
+        observation, reward, _, _, _ = repeated.step(action)
+        (_, first, *_), (expected, second, *_) = single.step(action), single.step(action)
+        np.testing.assert_array_equal(observation["state"], expected["state"])
+        assert reward == pytest.approx(first + second) and reward != 0.0
+
+
+def test_time_limit_truncates(built):
+    env = built("cartpole-swingup", time_limit=3)
+    env.reset()
+    assert [env.step(np.zeros(1, np.float32))[2:4] for _ in range(3)] == [(False, False)] * 2 + [(False, True)]
+
+
+def test_dmc_limit_truncates_after_1000_control_steps(built):
+    env = built("cartpole-swingup")  # action_repeat=2: 500 agent steps (cartpole's physics is cheap)
+    env.reset(seed=0)
+    action = np.zeros(1, np.float32)
+    flags = [env.step(action)[2:4] for _ in range(500)]
+    assert flags[:-1] == [(False, False)] * 499 and flags[-1] == (False, True)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(action)
+    env.reset()
+    assert env.step(action)[2:4] == (False, False)
+
+
+def test_episode_flags_map_discount():
+    observation = {"x": np.zeros(1)}
+    assert episode_flags(dm_env.restart(observation)) == (False, False)
+    assert episode_flags(dm_env.transition(1.0, observation)) == (False, False)
+    assert episode_flags(dm_env.termination(1.0, observation)) == (True, False)  # discount 0
+    assert episode_flags(dm_env.truncation(1.0, observation)) == (False, True)  # time limit: discount 1
+
+
+# ---- determinism -----------------------------------------------------------------------------------------
+
+
+def test_seeded_envs_are_identical(built):
+    first, second = built("walker-walk", seed=5), built("walker-walk", seed=5)
+    rng = np.random.default_rng(1)
+    actions = [rng.uniform(-1, 1, 6).astype(np.float32) for _ in range(4)]
+    trace_a, trace_b = rollout(first, actions), rollout(second, actions)
+    for a, b in zip(trace_a, trace_b):
+        if isinstance(a, tuple):
+            np.testing.assert_array_equal(a[0], b[0])
+            assert a[1:] == b[1:]
+        else:
+            np.testing.assert_array_equal(a, b)
+    other = built("walker-walk", seed=6)
+    assert not np.array_equal(other.reset()[0]["state"], trace_a[0])
+    # A later seeded reset restarts the same random stream.
+    np.testing.assert_array_equal(first.reset(seed=5)[0]["state"], trace_a[0])
+
+
+def test_seeded_pixels_are_identical(built):
+    first, second = built("cartpole-swingup", obs="pixels", seed=2), built("cartpole-swingup", obs="pixels", seed=2)
+    np.testing.assert_array_equal(first.reset()[0]["image"], second.reset()[0]["image"])
+
+
+# ---- names and errors --------------------------------------------------------------------------------------
+
+
+def test_every_suite_task_parses():
+    for domain, name in suite.ALL_TASKS:
+        assert split_task(f"{domain}-{name}", suite.ALL_TASKS) == (domain, name)
+
+
+@pytest.mark.parametrize("task", ["ball_in_cup-catch", "point_mass-easy", "cartpole-balance_sparse", "finger-turn_easy"])
+def test_underscore_names_build(built, task):
+    env = built(task, action_repeat=1)
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+
+
+def test_unknown_task_suggests_close_names():
+    with pytest.raises(ValueError, match=r"unknown DeepMind Control task 'walker-wlak'; did you mean 'walker-walk'") as info:
+        make_dmc("walker-wlak")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="unknown DeepMind Control task 'walker'"):
+        make_dmc("walker")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"obs": "rgb"}, r"obs='rgb' is not supported.*'proprio', 'pixels' or 'both'"),
+        ({"colour": "red"}, "unknown options for the dmc suite: colour"),
+        ({"size": 0}, "size"),
+        ({"camera": -2}, "camera"),
+        ({"obs": "pixels", "camera": 9}, "camera 9 does not exist"),
+        ({"action_repeat": 0}, "repeat"),
+    ],
+)
+def test_bad_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        make_dmc("cartpole-swingup", **options)
+
+
+def test_missing_dm_control_is_a_value_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dm_control", None)  # makes `from dm_control import suite` fail as if not installed
+    with pytest.raises(ValueError, match=r"dm-control is not installed: pip install -e '\.\[dmc\]'"):
+        make_dmc("walker-walk")
+
+
+def test_render_failure_names_debian_packages(built, monkeypatch):
+    env = built("cartpole-swingup", obs="pixels")
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'NoneType' object has no attribute 'glGetError'\nsecond line")
+
+    monkeypatch.setattr(env.unwrapped._env.physics, "render", broken)
+    with pytest.raises(RuntimeError, match=r"rendering failed.*glGetError.*libegl1 libgl1-mesa-dri.*libosmesa6") as info:
+        env.reset()
+    assert "\n" not in str(info.value) and "second line" not in str(info.value)
+    assert "\n" not in str(rendering_error(ValueError("")))
