@@ -131,10 +131,9 @@ class ImageOracle:
         return out
 
 
-def test_image_keys_get_mse_in_unit_range_and_psnr():
+def image_episode(n: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    n = 30
-    ep = {
+    return {
         "image": rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
         "noisy": np.zeros((n, 8, 8, 3), np.uint8),
         "action": np.zeros((n, 1), np.float32),
@@ -143,6 +142,10 @@ def test_image_keys_get_mse_in_unit_range_and_psnr():
         "is_last": np.arange(n) == n - 1,
         "is_terminal": np.zeros(n, bool),
     }
+
+
+def test_image_keys_get_mse_in_unit_range_and_psnr():
+    ep = image_episode(30)
     metrics = openloop_metrics(ImageOracle(), windows([ep], 3, 7, 100), 3)
     np.testing.assert_array_equal(metrics["obs_mse/image"], 0.0)
     np.testing.assert_allclose(metrics["psnr/image"], 100.0)
@@ -153,17 +156,7 @@ def test_image_keys_get_mse_in_unit_range_and_psnr():
 def test_image_report_writes_a_truth_prediction_error_gif(tmp_path):
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    n = 20
-    ep = {
-        "image": rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
-        "noisy": np.zeros((n, 8, 8, 3), np.uint8),
-        "action": np.zeros((n, 1), np.float32),
-        "reward": np.zeros(n, np.float32),
-        "is_first": np.arange(n) == 0,
-        "is_last": np.arange(n) == n - 1,
-        "is_terminal": np.zeros(n, bool),
-    }
+    ep = image_episode(20)
 
     class Oracle(ImageOracle):
         def imagine_return(self, window, context, horizon):
