@@ -5,6 +5,8 @@ each, `--parallel` at a time); the curves come from the runs' metrics.jsonl. Pri
 `benchmarks/results/learning.json` and `learning.png`.
 
     python benchmarks/learning.py --tasks Pendulum-v1 CartPole-v1 --seeds 0 1 2 --steps 20000
+    python benchmarks/learning.py --suite dmc --tasks cartpole-swingup walker-walk --seeds 0 1 --steps 100000 \
+        --eval-every 10000 --out benchmarks/results/dmc --runs runs/bench-dmc
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The settings the README recommends for small vector tasks on a CPU (see README, "Benchmarks").
-RECOMMENDED = ["model=size1m", "exp=small"]
+RECOMMENDED = {"gym": ["model=size1m", "exp=small"], "dmc": ["exp=dmc_proprio"]}
 TARGETS = {"Pendulum-v1": -200.0, "CartPole-v1": 475.0}
+# Official DreamerV3 scores (mean over seeds) at env steps, from REFERENCE.md, drawn beside our curves.
+PUBLISHED = {"cartpole-swingup": {10_000: 63, 50_000: 322, 100_000: 528, 200_000: 788, 490_000: 856}}
 
 
 def curve(run_dir: Path) -> list[tuple[int, float]]:
@@ -50,6 +54,7 @@ def wall_time(run_dir: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default="gym", choices=["gym", "dmc"])
     parser.add_argument("--tasks", nargs="+", default=["Pendulum-v1", "CartPole-v1"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=20000)
@@ -72,9 +77,9 @@ def main() -> None:
                 print(f"reuse: {run_dir}", flush=True)
                 continue
             # An unfinished run (the benchmark was stopped) resumes from its checkpoint: same command, same folder.
-            cmd = [sys.executable, "-m", "worldmodels.train", "env=gym", f"env.id={task}", f"seed={seed}",
+            cmd = [sys.executable, "-m", "worldmodels.train", f"env={args.suite}", f"env.id={task}", f"seed={seed}",
                    f"run.steps={args.steps}", f"run.eval_every={args.eval_every}", "run.eval_episodes=5",
-                   "run.threads=1", "run.progress=false", f"run.dir={run_dir}", *RECOMMENDED, *args.overrides]
+                   "run.threads=1", "run.progress=false", f"run.dir={run_dir}", *RECOMMENDED[args.suite], *args.overrides]
             print("start:", " ".join(cmd[2:]), flush=True)
             args.runs.mkdir(parents=True, exist_ok=True)
             log = open(args.runs / f"{run_dir.name}.log", "a")  # noqa: SIM115 - closed with the process
@@ -100,7 +105,8 @@ def main() -> None:
 
 
 def save(results: dict, args: argparse.Namespace) -> dict:
-    summary = {"settings": RECOMMENDED + list(args.overrides), "steps": args.steps, "targets": TARGETS, "tasks": results}
+    summary = {"settings": RECOMMENDED[args.suite] + list(args.overrides), "steps": args.steps, "targets": TARGETS,
+               "published": {t: PUBLISHED[t] for t in results if t in PUBLISHED}, "tasks": results}
     for task, seeds in results.items():
         finals = [s["curve"][-1][1] for s in seeds.values() if s["curve"]]
         if finals:
@@ -125,6 +131,9 @@ def save(results: dict, args: argparse.Namespace) -> dict:
                     ax.plot(xs, ys, marker="o", label=f"seed {seed}")
             if task in TARGETS:
                 ax.axhline(TARGETS[task], color="k", ls="--", lw=1, label="target")
+            if task in PUBLISHED:
+                xs, ys = zip(*[(x, y) for x, y in PUBLISHED[task].items() if x <= args.steps])
+                ax.plot(xs, ys, "k*", ms=9, label="DreamerV3 published")
             ax.set(title=task, xlabel="env steps", ylabel="eval return")
             ax.legend(fontsize=7)
         fig.tight_layout()
