@@ -6,7 +6,9 @@ each, `--parallel` at a time); the curves come from the runs' metrics.jsonl. Pri
 
     python benchmarks/learning.py --tasks Pendulum-v1 CartPole-v1 --seeds 0 1 2 --steps 20000
     python benchmarks/learning.py --suite dmc --tasks cartpole-swingup walker-walk --seeds 0 1 --steps 100000 \
-        --eval-every 10000 --out benchmarks/results/dmc --runs runs/bench-dmc
+        --eval-every 10000 --out benchmarks/results/dmc_proprio --runs runs/bench-dmc-proprio exp=dmc_proprio
+    python benchmarks/learning.py --suite dmc --tasks cartpole-swingup --seeds 0 1 --steps 100000 \
+        --eval-every 10000 --out benchmarks/results/dmc_vision --runs runs/bench-dmc-vision exp=dmc_vision
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The settings the README recommends for small vector tasks on a CPU (see README, "Benchmarks").
-RECOMMENDED = {"gym": ["model=size1m", "exp=small"], "dmc": ["exp=dmc_proprio"]}
+RECOMMENDED = {"gym": ["model=size1m", "exp=small"], "dmc": []}  # for dmc, pass exp=dmc_proprio or exp=dmc_vision
 TARGETS = {"Pendulum-v1": -200.0, "CartPole-v1": 475.0}
 # Official DreamerV3 scores (mean over seeds) at env steps, from REFERENCE.md, drawn beside our curves.
 PUBLISHED = {"cartpole-swingup": {10_000: 63, 50_000: 322, 100_000: 528, 200_000: 788, 490_000: 856}}
