@@ -39,8 +39,8 @@ class Oracle:
         out["cont"] = 1.0 - window["is_terminal"][:, context:].astype(np.float64)
         return out
 
-    def imagine_return(self, window, context, horizon):
-        return window["reward"][:, context : context + horizon].sum(1)
+    def imagine(self, window, context, horizon):
+        return window["reward"][:, context : context + horizon].sum(1), window["action"][:, context - 1 : context - 1 + horizon]
 
 
 class Drifting(Oracle):
@@ -58,8 +58,9 @@ class Drifting(Oracle):
         out["reward"] = out["reward"] + drift[..., 0]
         return out
 
-    def imagine_return(self, window, context, horizon):
-        return super().imagine_return(window, context, horizon) + 1.0
+    def imagine(self, window, context, horizon):
+        imagined, actions = super().imagine(window, context, horizon)
+        return imagined + 1.0, actions
 
 
 def test_windows_stay_inside_episodes_and_start_fresh():
@@ -159,8 +160,8 @@ def test_image_report_writes_a_truth_prediction_error_gif(tmp_path):
     ep = image_episode(20)
 
     class Oracle(ImageOracle):
-        def imagine_return(self, window, context, horizon):
-            return np.zeros(len(window["reward"]))
+        def imagine(self, window, context, horizon):
+            return np.zeros(len(window["reward"])), np.zeros((len(window["reward"]), horizon, 1))
 
     report = build_report(Oracle(), [ep], context=4, horizon=6, max_starts=10)
     write_report(report, tmp_path)
@@ -168,3 +169,38 @@ def test_image_report_writes_a_truth_prediction_error_gif(tmp_path):
     assert gif.n_frames == 6  # one frame per predicted step
     assert gif.size == (2 * 8 * 3, 2 * 8)  # truth | prediction | error, upscaled twice
     assert not (tmp_path / "openloop_trajectories.png").exists()  # no vector keys to plot
+
+
+class RandomAgent:
+    def __init__(self, dim: int):
+        self.rng = np.random.default_rng(0)
+        self.dim = dim
+
+    def policy(self, obs, carry, mode="sample"):
+        import torch
+
+        return torch.as_tensor(self.rng.uniform(-1, 1, (len(obs["is_first"]), self.dim)), dtype=torch.float32), carry
+
+    def env_action(self, action):
+        return action.clamp(-1, 1).numpy()
+
+
+def test_imagined_actions_are_replayed_from_the_recorded_simulator_state():
+    """A model that imagines exactly what was recorded: replaying its actions from the recorded MuJoCo
+    state must give back the recorded return, so the replayed gap is zero."""
+    import envs
+    from worldmodels.driver import Driver
+
+    env = envs.make("dmc", "cartpole-swingup", seed=0, time_limit=40)
+    episodes, _ = Driver(env, RandomAgent(1), action_repeat=2).record(2, sim_state=True)
+    assert "sim_state" in episodes[0] and episodes[0]["sim_state"].shape[0] == len(episodes[0]["reward"])
+    window = windows(episodes, context=5, horizon=10, max_starts=8)
+    replay_env = envs.make("dmc", "cartpole-swingup", seed=1, time_limit=40)
+    gap = imagination_gap(Oracle(), window, 5, env=replay_env, replays=8)
+    assert gap["replayed_windows"] == 8
+    assert gap["replayed_real_return"] == pytest.approx(gap["replayed_imagined_return"], abs=1e-9)
+    assert gap["replayed_gap"] == pytest.approx(0.0, abs=1e-9)
+    # An environment without simulator state (classic control) falls back to the recorded rollout only.
+    plain = envs.make("gym", "Pendulum-v1", seed=0)
+    plain_eps, _ = Driver(plain, RandomAgent(1)).record(1, sim_state=True)
+    assert "sim_state" not in plain_eps[0]

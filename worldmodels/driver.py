@@ -9,6 +9,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.sim_state import get_sim_state
+
 Step = dict[str, Any]
 
 
@@ -49,6 +51,7 @@ class Driver:
         self.pending: Step | None = None  # the next observation to act on, with its flags
         self.episode_return = 0.0
         self.episode_length = 0
+        self.capture_sim_state = False  # record the simulator state with each step (see record)
         self.failures = 0  # all environment failures so far
         self.consecutive = 0  # failures since the last successful step
 
@@ -74,6 +77,10 @@ class Driver:
     def _observe(self, obs: dict[str, np.ndarray], reward: float, first: bool, last: bool, terminal: bool) -> Step:
         step = {k: np.asarray(v) for k, v in obs.items()}
         step.update(reward=np.float32(reward), is_first=first, is_last=last, is_terminal=terminal)
+        if self.capture_sim_state:
+            state = get_sim_state(self.env)
+            if state is not None:
+                step["sim_state"] = state
         return step
 
     def step(self, on_step: Callable[[Step], None] | None = None) -> tuple[int, dict[str, float] | None]:
@@ -119,10 +126,18 @@ class Driver:
                 stats.append(done)
         return stats
 
-    def record(self, count: int) -> tuple[list[dict[str, np.ndarray]], list[dict[str, float]]]:
-        """Run `count` whole episodes and keep their steps: one dict of arrays (L, ...) per episode."""
+    def record(self, count: int, sim_state: bool = False) -> tuple[list[dict[str, np.ndarray]], list[dict[str, float]]]:
+        """Run `count` whole episodes and keep their steps: one dict of arrays (L, ...) per episode.
+
+        With `sim_state`, environments that expose their simulator state (MuJoCo, DMC) add it under
+        `sim_state`, so actions can later be replayed from any recorded step.
+        """
         steps: list[Step] = []
-        stats = self.episodes(count, steps.append)
+        self.capture_sim_state = sim_state
+        try:
+            stats = self.episodes(count, steps.append)
+        finally:
+            self.capture_sim_state = False
         starts = [i for i, s in enumerate(steps) if s["is_first"]] + [len(steps)]
         episodes = [
             {key: np.stack([s[key] for s in steps[a:b]]) for key in steps[a]} for a, b in zip(starts, starts[1:]) if b > a

@@ -53,7 +53,7 @@ def policy_episodes(cfg: DictConfig, agent: Any, episodes: int, seed: int, mode:
     """Recorded episodes of the policy and its return statistics."""
     seed_everything(seed)
     env = make_env(cfg.env, seed + 20_000)
-    recorded, stats = Driver(env, agent, mode, cfg.env.action_repeat).record(episodes)
+    recorded, stats = Driver(env, agent, mode, cfg.env.action_repeat).record(episodes, sim_state=True)
     env.close()
     returns = np.array([s["return"] for s in stats], dtype=np.float64)
     policy = {
@@ -93,10 +93,13 @@ def evaluate(
     for checkpoint, cfg, agent, payload in loaded:
         recorded, policy = policy_episodes(cfg, agent, episodes, seed, mode)
         shared = shared if shared is not None else recorded
+        replay_env = make_env(cfg.env, seed + 30_000)  # imagined actions are replayed here from recorded states
         try:
-            report = build_report(WorldModelPredictor(agent), shared, context, horizon, starts)
+            report = build_report(WorldModelPredictor(agent), shared, context, horizon, starts, replay_env)
         except ValueError as e:
             raise UserError(f"{e}; lower report.context or report.horizon") from None
+        finally:
+            replay_env.close()
         report = {"checkpoint": checkpoint, "env": f"{cfg.env.suite}/{cfg.env.id}", "step": int(payload["step"]),
                   "episodes": episodes, "mode": mode, **policy, **report}
         run_dir = run_dir_of(Path(checkpoint))

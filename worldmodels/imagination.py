@@ -8,10 +8,12 @@ test can plug in one that is exact by construction.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+
+from envs.sim_state import set_sim_state
 
 
 Arrays = dict[str, np.ndarray]
@@ -48,8 +50,9 @@ class Predictor(Protocol):
     def open_loop(self, window: Arrays, context: int) -> Arrays:
         """Predictions for steps K .. K+H-1 of each window under its recorded actions: obs keys, reward, cont."""
 
-    def imagine_return(self, window: Arrays, context: int, horizon: int) -> np.ndarray:
-        """Return over `horizon` steps when the policy acts inside the model from step K-1's state: (N,)."""
+    def imagine(self, window: Arrays, context: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+        """The policy acting inside the model for `horizon` steps from step K-1's state: the imagined
+        return (N,) and the actions it took (N, H, ...) in the environment's format."""
 
 
 class WorldModelPredictor:
@@ -91,19 +94,21 @@ class WorldModelPredictor:
         return out
 
     @torch.no_grad()
-    def imagine_return(self, window: Arrays, context: int, horizon: int) -> np.ndarray:
+    def imagine(self, window: Arrays, context: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
         wm = self.agent.wm
         data = self._tensors(window)
         state = self._context_state(data, context)
         total = torch.zeros(data["reward"].shape[0], device=self.agent.device)
         alive = torch.ones_like(total)
+        actions = []
         for _ in range(horizon):
             action = self.agent.actor(wm.rssm.feat(state)).mode()
+            actions.append(self.agent.env_action(action))
             state = wm.rssm.imagine_step(state, action)
             feat = wm.rssm.feat(state)
             total += alive * wm.reward.mean(feat)
             alive = alive * wm.cont.prob(feat)
-        return total.cpu().numpy()
+        return total.cpu().numpy(), np.stack(actions, 1)
 
 
 def openloop_metrics(predictor: Predictor, window: Arrays, context: int) -> dict[str, np.ndarray]:
@@ -127,15 +132,49 @@ def openloop_metrics(predictor: Predictor, window: Arrays, context: int) -> dict
     return metrics
 
 
-def imagination_gap(predictor: Predictor, window: Arrays, context: int) -> dict[str, float]:
-    """Imagined return (policy acting in the model from the state after K real steps) against the real
-    return of the recorded steps that followed (the policy's own real rollout), over the same H steps."""
+def imagination_gap(predictor: Predictor, window: Arrays, context: int, env: Any = None, replays: int = 16) -> dict[str, float]:
+    """Imagined return (the policy acting in the model from the state after K real steps) against reality.
+
+    Where the windows carry simulator states and `env` can be set to them (MuJoCo, DMC), the imagined
+    actions are replayed in `env` from the same state, up to `replays` windows: `replayed_*` compare
+    the same actions. Everywhere, `real_return` is the return of the policy's own recorded rollout
+    over the same H steps.
+    """
     horizon = window["reward"].shape[1] - context
-    imagined = predictor.imagine_return(window, context, horizon)
+    imagined, actions = predictor.imagine(window, context, horizon)
     real = window["reward"][:, context:].sum(1)
-    return {
+    out = {
         "imagined_return": float(imagined.mean()),
         "real_return": float(real.mean()),
         "gap": float((imagined - real).mean()),
         "abs_gap": float(np.abs(imagined - real).mean()),
     }
+    if env is not None and "sim_state" in window:
+        count = min(replays, len(imagined))
+        replayed = replay_actions(env, window["sim_state"][:count, context - 1], actions[:count])
+        if replayed is not None:
+            out.update(
+                {
+                    "replayed_windows": float(count),
+                    "replayed_imagined_return": float(imagined[:count].mean()),
+                    "replayed_real_return": float(replayed.mean()),
+                    "replayed_gap": float((imagined[:count] - replayed).mean()),
+                    "replayed_abs_gap": float(np.abs(imagined[:count] - replayed).mean()),
+                }
+            )
+    return out
+
+
+def replay_actions(env: Any, states: np.ndarray, actions: np.ndarray) -> np.ndarray | None:
+    """Real returns of action sequences (N, H, ...) each started from a simulator state (N, S); None if unsupported."""
+    returns = np.zeros(len(states))
+    for i, (state, sequence) in enumerate(zip(states, actions)):
+        env.reset()
+        if not set_sim_state(env, state):
+            return None
+        for action in sequence:
+            _, reward, terminated, truncated, _ = env.step(action)
+            returns[i] += float(reward)
+            if terminated or truncated:
+                break
+    return returns

@@ -12,15 +12,19 @@ from worldmodels.imagination import Arrays, Predictor, imagination_gap, openloop
 from worldmodels.video import comparison_frames, save_gif
 
 
-def build_report(predictor: Predictor, episodes: list[Arrays], context: int, horizon: int, max_starts: int = 256) -> dict[str, Any]:
-    """Open-loop curves (lists over the H steps), their means and the imagined-against-real return gap."""
+def build_report(
+    predictor: Predictor, episodes: list[Arrays], context: int, horizon: int, max_starts: int = 256, env: Any = None
+) -> dict[str, Any]:
+    """Open-loop curves (lists over the H steps), their means and the imagined-against-real return gap
+    (with the imagined actions replayed in `env` from recorded simulator states where possible)."""
     window = windows(episodes, context, horizon, max_starts)
     curves = openloop_metrics(predictor, window, context)
     report: dict[str, Any] = {"context": context, "horizon": horizon, "windows": len(window["reward"])}
     report.update({f"openloop/{name}": [float(x) for x in curve] for name, curve in curves.items()})
     report.update(summarize(curves))
-    report.update({f"imagination/{k}": v for k, v in imagination_gap(predictor, window, context).items()})
-    report["_example"] = {"truth": window, "pred": predictor.open_loop({k: v[:1] for k, v in window.items()}, context)}
+    report.update({f"imagination/{k}": v for k, v in imagination_gap(predictor, window, context, env).items()})
+    example = {k: v[:1] for k, v in window.items() if k != "sim_state"}
+    report["_example"] = {"truth": example, "pred": predictor.open_loop(example, context)}
     return report
 
 
