@@ -83,8 +83,8 @@ def main() -> None:
         _, stderr = proc.communicate()
         warnings_seen += stderr.count("unreadable") + stderr.count("instead")
         resumed = [line for line in stderr.splitlines() if line.startswith("resuming")]
-        if resumed:
-            resumed_steps.append(int(resumed[0].split(" at step ")[1].split()[0]))
+        # None: killed before it got as far as resuming (it then changed nothing on disk).
+        resumed_steps.append(int(resumed[0].split(" at step ")[1].split()[0]) if resumed else None)
         kills.append({"mode": mode, "hit_write": hit, "seconds": round(time.time() - started, 1), "last_logged_step": reached})
         print(f"kill {k + 1}: {mode}{'' if hit else ' (no write seen, killed anyway)'} at logged step {reached}", flush=True)
     # Final resume, run a little further to completion.
@@ -95,12 +95,16 @@ def main() -> None:
         problems.append(f"final resume failed: {done.stderr.strip().splitlines()[-1]}")
     warnings_seen += done.stderr.count("unreadable") + done.stderr.count("instead")
     # Steps lost per kill: what was logged before the kill minus where the next run resumed.
+    # The process started after kill k is number k + 1; the first one that got as far as resuming
+    # tells where kill k's run was picked up again.
     lost = []
-    resumes = resumed_steps + [start]
-    for kill, resumed_at in zip(kills, resumes):
+    after_kill = [*resumed_steps[1:], start]
+    for k, kill in enumerate(kills):
+        resumed_at = next(step for step in after_kill[k:] if step is not None)
         lost.append(max(0, kill["last_logged_step"] - resumed_at))
         if resumed_at + args.save_every < kill["last_logged_step"]:
             problems.append(f"kill at step {kill['last_logged_step']} resumed at {resumed_at}")
+    resumes = [step for step in after_kill if step is not None]
     if any(b < a for a, b in zip(resumes, resumes[1:])):
         problems.append(f"step counter went backwards: {resumes}")
     steps = [json.loads(line)["step"] for line in (args.run_dir / "metrics.jsonl").read_text().splitlines()]
