@@ -62,9 +62,14 @@ def write_report(report: dict[str, Any], out: Path, tb_dir: Path | None = None, 
     if tb_dir is not None:
         from torch.utils.tensorboard import SummaryWriter
 
+        import matplotlib.image
+
         with SummaryWriter(str(tb_dir)) as tb:
             for key, value in scalars(report).items():
                 tb.add_scalar(f"report/{key}", value, step)
+            for path in files:
+                if path.suffix == ".png":
+                    tb.add_image(f"report/{path.stem}", matplotlib.image.imread(path)[..., :3], step, dataformats="HWC")
     return files
 
 
@@ -103,17 +108,21 @@ def plot_report(report: dict[str, Any], out: Path) -> list[Path]:
     files = [plot_curves({"model": report}, out / "openloop_error.png")]
     truth, pred, context = report["_example"]["truth"], report["_example"]["pred"], report["context"]
     keys = [k for k in pred if k not in ("reward", "cont")]
-    dims = [(k, d) for k in keys if truth[k].ndim == 3 for d in range(truth[k].shape[2])][:12]
+    dims = [(k, d) for k in keys if truth[k].ndim == 3 for d in range(truth[k].shape[2])]
     steps = np.arange(truth["reward"].shape[1])
-    if dims:  # vector keys: predicted against true trajectory of each dimension
-        fig, axes = plt.subplots(len(dims), 1, figsize=(7, 1.6 * len(dims)), squeeze=False, sharex=True)
-        for ax, (key, d) in zip(axes[:, 0], dims):
+    if dims:  # vector keys: predicted against true trajectory of every dimension, four panels a row
+        cols = min(4, len(dims))
+        rows = -(-len(dims) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 0.4 + 1.8 * rows), squeeze=False, sharex=True)
+        for ax in axes.flat[len(dims) :]:
+            ax.axis("off")
+        for ax, (key, d) in zip(axes.flat, dims):
             ax.plot(steps, truth[key][0][:, d], "k", lw=1, label="true")
             ax.plot(steps[context:], pred[key][0][:, d], "C1", lw=1, label="predicted")
             ax.axvspan(0, context - 1, color="0.9")
             ax.set_ylabel(f"{key}[{d}]", fontsize=7)
         axes[0, 0].legend(fontsize=7, loc="upper right")
-        axes[-1, 0].set_xlabel("step (grey: observed context, then open-loop prediction)")
+        fig.supxlabel("step (grey: observed context, then open-loop prediction)", fontsize=8)
         fig.tight_layout()
         fig.savefig(out / "openloop_trajectories.png", dpi=90)
         plt.close(fig)
