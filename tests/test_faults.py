@@ -154,3 +154,19 @@ def test_kill_9_then_resume(tmp_path):
     for path in ChunkStore(run_dir / "replay").files():
         with np.load(path, allow_pickle=False) as data:
             assert len(data["is_first"]) > 0
+
+
+def test_a_run_that_died_before_its_first_checkpoint_starts_again_and_keeps_its_replay(tmp_path):
+    cfg = debug_cfg(tmp_path, "run.steps=150", "run.save_every=0", "replay.chunk=50", "run.eval_every=0")
+    run_dir = tmp_path / "run"
+    train_module.train(cfg)
+    (run_dir / "checkpoints" / "latest").unlink()  # as if it had died before writing one
+    chunks_before = len(ChunkStore(run_dir / "replay").files())
+    train_module.train(cfg)
+    steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 150
+    assert len(ChunkStore(run_dir / "replay").files()) > chunks_before
+    other = debug_cfg(tmp_path, "run.steps=150", "env.id=continuous")
+    (run_dir / "checkpoints" / "latest").unlink()
+    with pytest.raises(UserError, match="cannot reuse .*env.id"):
+        train_module.train(other)

@@ -48,6 +48,11 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, dict[str, Any] | None]:
         run_dir = Path("runs") / f"{cfg.env.suite}-{cfg.env.id}-{stamp}".replace("/", "-")
     checkpoints = run_dir / "checkpoints"
     if not (checkpoints / "latest").exists() and not (checkpoints / "previous").exists():
+        saved = run_dir / "config.yaml"
+        if saved.exists():  # a run that died before its first checkpoint: start again, keeping its replay
+            conflict = resume_conflict(OmegaConf.load(saved), cfg)
+            if conflict:
+                raise UserError(f"cannot reuse {run_dir}: {conflict}; use another run.dir for a new run")
         return run_dir, None
     payload = load_checkpoint(checkpoints)
     conflict = resume_conflict(OmegaConf.create(payload["config"]), cfg)
@@ -289,7 +294,9 @@ def train(cfg: DictConfig) -> Path:
         truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
         print(f"resuming {run_dir} at step {trainer.step} ({len(trainer.replay)} replay steps)", file=sys.stderr)
     else:
-        print(f"run folder: {run_dir}", file=sys.stderr)
+        truncate_metrics(run_dir / "metrics.jsonl", 0)
+        loaded = trainer.replay.load()  # steps a run that died before its first checkpoint already collected
+        print(f"run folder: {run_dir}" + (f" ({loaded} replay steps reused)" if loaded else ""), file=sys.stderr)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     trainer.run()
     print(f"done: {trainer.step} env steps, {trainer.updates} updates; checkpoint {run_dir / 'checkpoints' / 'latest'}", file=sys.stderr)
