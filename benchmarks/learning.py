@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="runs at once (each uses one thread)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--report-only", action="store_true", help="start nothing: summarise the runs as they are (unfinished ones too)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +78,12 @@ def main() -> None:
             if finished(run_dir, args.steps):  # a finished run is reused, so the benchmark can be resumed
                 results.setdefault(task, {})[str(seed)] = {"returncode": 0, "wall_s": wall_time(run_dir), "curve": curve(run_dir), "run_dir": str(run_dir)}
                 print(f"reuse: {run_dir}", flush=True)
+                continue
+            if args.report_only:
+                if (run_dir / "metrics.jsonl").exists():
+                    points = curve(run_dir)
+                    results.setdefault(task, {})[str(seed)] = {"returncode": None, "wall_s": wall_time(run_dir), "curve": points,
+                                                               "run_dir": str(run_dir), "unfinished": True}
                 continue
             # An unfinished run (the benchmark was stopped) resumes from its checkpoint: same command, same folder.
             cmd = [sys.executable, "-m", "worldmodels.train", f"env={args.suite}", f"env.id={task}", f"seed={seed}",
@@ -110,13 +117,14 @@ def save(results: dict, args: argparse.Namespace) -> dict:
     summary = {"settings": RECOMMENDED[args.suite] + list(args.overrides), "steps": args.steps, "targets": TARGETS,
                "published": {t: PUBLISHED[t] for t in results if t in PUBLISHED}, "tasks": results}
     for task, seeds in results.items():
-        finals = [s["curve"][-1][1] for s in seeds.values() if s["curve"]]
+        finals = [s["curve"][-1][1] for s in seeds.values() if s["curve"] and not s.get("unfinished")]
         if finals:
             summary.setdefault("final", {})[task] = {
                 "mean": sum(finals) / len(finals),
                 "seeds": len(finals),
-                "per_seed": {seed: round(s["curve"][-1][1], 1) for seed, s in sorted(seeds.items()) if s["curve"]},
-                "wall_min_mean": sum(s["wall_s"] for s in seeds.values()) / len(seeds) / 60,
+                "per_seed": {seed: round(s["curve"][-1][1], 1) for seed, s in sorted(seeds.items()) if s["curve"] and not s.get("unfinished")},
+                "unfinished_seeds": sorted(seed for seed, s in seeds.items() if s.get("unfinished")),
+                "wall_min_mean": sum(s["wall_s"] for s in seeds.values() if not s.get("unfinished")) / len(finals) / 60,
             }
     (args.out / "learning.json").write_text(json.dumps(summary, indent=2))
     try:
@@ -130,7 +138,8 @@ def save(results: dict, args: argparse.Namespace) -> dict:
             for seed, run in sorted(seeds.items()):
                 if run["curve"]:
                     xs, ys = zip(*run["curve"])
-                    ax.plot(xs, ys, marker="o", label=f"seed {seed}")
+                    ax.plot(xs, ys, marker="o", ls=":" if run.get("unfinished") else "-",
+                            label=f"seed {seed}" + (" (unfinished)" if run.get("unfinished") else ""))
             if task in TARGETS:
                 ax.axhline(TARGETS[task], color="k", ls="--", lw=1, label="target")
             if task in PUBLISHED:
