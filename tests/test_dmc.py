@@ -18,6 +18,7 @@ pytest.importorskip("dm_control", reason="dm-control is not installed: pip insta
 
 import dm_env  # dm_control's own dependency
 from dm_control import suite
+from envtools import assert_same_trace, rollout
 
 import envs
 from envs.dmc import episode_flags, make_dmc, split_task
@@ -36,15 +37,6 @@ def built():
     yield build
     for env in made:
         env.close()
-
-
-def rollout(env, actions: list, key: str = "state") -> list:
-    observation, _ = env.reset()
-    trace = [observation[key].copy()]
-    for action in actions:
-        observation, reward, terminated, truncated, _ = env.step(action)
-        trace.append((observation[key].copy(), reward, terminated, truncated))
-    return trace
 
 
 # ---- spaces and contract ---------------------------------------------------------------------------------
@@ -148,12 +140,7 @@ def test_seeded_envs_are_identical(built):
     rng = np.random.default_rng(1)
     actions = [rng.uniform(-1, 1, 6).astype(np.float32) for _ in range(4)]
     trace_a, trace_b = rollout(first, actions), rollout(second, actions)
-    for a, b in zip(trace_a, trace_b):
-        if isinstance(a, tuple):
-            np.testing.assert_array_equal(a[0], b[0])
-            assert a[1:] == b[1:]
-        else:
-            np.testing.assert_array_equal(a, b)
+    assert_same_trace(trace_a, trace_b)
     other = built("walker-walk", seed=6)
     assert not np.array_equal(other.reset()[0]["state"], trace_a[0])
     # A later seeded reset restarts the same random stream.

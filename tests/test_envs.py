@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium
 import numpy as np
 import pytest
+from envtools import assert_same_trace, rollout
 from gymnasium import spaces
 
 import envs
@@ -48,19 +49,6 @@ def registered():
     yield register
     for env_id in added:
         del gymnasium.registry[env_id]
-
-
-def rollout(env: gymnasium.Env, actions: list) -> list:
-    """Observations, rewards and flags for a fixed action sequence, resetting when an episode ends."""
-    observation, _ = env.reset()
-    trace = [observation["state"].copy()]
-    for action in actions:
-        observation, reward, terminated, truncated, _ = env.step(action)
-        trace.append((observation["state"].copy(), reward, terminated, truncated))
-        if terminated or truncated:
-            observation, _ = env.reset()
-            trace.append(observation["state"].copy())
-    return trace
 
 
 # ---- spaces and contract ---------------------------------------------------------------------------------
@@ -263,12 +251,7 @@ def test_seeded_gym_envs_are_deterministic(task):
     assert all(np.array_equal(a, b) for a, b in zip(actions, [second.action_space.sample() for _ in range(40)]))
     trace_a, trace_b = rollout(first, actions), rollout(second, actions)
     assert len(trace_a) == len(trace_b) > 41  # episodes ended and reset inside the rollout
-    for a, b in zip(trace_a, trace_b):
-        if isinstance(a, tuple):
-            np.testing.assert_array_equal(a[0], b[0])
-            assert a[1:] == b[1:]
-        else:
-            np.testing.assert_array_equal(a, b)
+    assert_same_trace(trace_a, trace_b)
     other = make_gym(task, seed=8)
     assert not np.array_equal(other.reset()[0]["state"], make_gym(task, seed=7).reset()[0]["state"])
 
