@@ -12,6 +12,7 @@ from worldmodels.distributions import (
     DiscretePolicy,
     NormalPolicy,
     kl_categorical,
+    softmax,
     mode_onehot,
     sample_onehot,
     unimix_logits,
@@ -53,7 +54,7 @@ def test_unimix_zero_is_plain_log_softmax():
 def test_sample_onehot_values_are_one_hot():
     torch.manual_seed(2)
     logits = torch.randn(5, 32, 4)
-    s = sample_onehot(logits)
+    s = sample_onehot(torch.log_softmax(logits, -1))
     assert s.shape == (5, 32, 4)
     # forward values are exactly one-hot (up to float error of + probs - probs)
     torch.testing.assert_close(s.sum(-1), torch.ones(5, 32))
@@ -66,7 +67,7 @@ def test_sample_onehot_straight_through_gradient_equals_softmax_gradient():
     torch.manual_seed(3)
     logits = torch.randn(4, 3, 6, requires_grad=True)
     w = torch.randn(4, 3, 6)
-    (sample_onehot(logits) * w).sum().backward()
+    (sample_onehot(torch.log_softmax(logits, -1)) * w).sum().backward()
     g_sample = logits.grad.clone()
     logits.grad = None
     (torch.softmax(logits, -1) * w).sum().backward()
@@ -80,7 +81,7 @@ def test_sample_onehot_full_jacobian_equals_softmax_jacobian():
 
     def sampled(x):
         torch.manual_seed(0)
-        return sample_onehot(x)
+        return sample_onehot(torch.log_softmax(x, -1))
 
     jac_s = torch.autograd.functional.jacobian(sampled, logits)
     jac_p = torch.autograd.functional.jacobian(lambda x: torch.softmax(x, -1), logits)
@@ -97,7 +98,7 @@ def test_sample_onehot_empirical_frequencies_match_probs():
     logits = torch.tensor([1.0, 0.0, -1.0, 2.0])
     probs = torch.softmax(logits, -1)
     n = 40000
-    samples = sample_onehot(logits.expand(n, 4), straight_through=False)
+    samples = sample_onehot(torch.log_softmax(logits, -1).expand(n, 4), straight_through=False)
     freq = samples.mean(0)
     # binomial std of each frequency is at most 0.0025 here
     torch.testing.assert_close(freq, probs, atol=0.015, rtol=0)
@@ -120,9 +121,29 @@ def test_sample_onehot_never_draws_a_zero_probability_class(monkeypatch):
     logits = torch.tensor([[-1000.0, 0.0, 0.0], [-1000.0, -1000.0, 0.0]])
     probs = torch.softmax(logits, -1)
     assert probs[0, 0] == 0 and probs[1, 0] == 0 and probs[1, 1] == 0
-    sample = sample_onehot(logits, straight_through=False)
+    sample = sample_onehot(torch.log_softmax(logits, -1), straight_through=False)
     chosen_prob = (sample * probs).sum(-1)
     assert (chosen_prob > 0).all(), f"sampled a class of probability 0: sample {sample.tolist()}, probs {probs.tolist()}"
+
+
+def test_softmax_small_and_large_class_counts_match_torch():
+    torch.manual_seed(6)
+    for classes in (2, 4, 7, 8, 16):
+        logits = torch.randn(3, 5, classes) * 10
+        torch.testing.assert_close(softmax(logits), torch.softmax(logits, -1))
+
+
+def test_unimix_straight_through_gradient_matches_softmax_of_unimix_logits():
+    """Sampling from exp(logp) instead of softmax(logp) leaves the gradient to the raw logits unchanged."""
+    torch.manual_seed(7)
+    raw = torch.randn(4, 3, 4, requires_grad=True)
+    w = torch.randn(4, 3, 4)
+    logp = unimix_logits(raw, 0.01)
+    (sample_onehot(logp) * w).sum().backward()
+    g_exp = raw.grad.clone()
+    raw.grad = None
+    (torch.softmax(unimix_logits(raw, 0.01), -1) * w).sum().backward()
+    torch.testing.assert_close(g_exp, raw.grad)
 
 
 def test_mode_onehot():

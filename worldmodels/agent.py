@@ -112,28 +112,32 @@ class Agent(nn.Module):
         """Two-hot loss toward the returns plus the regulariser toward the slow critic's predictions."""
         return twohot_mix_nll(logp, [ret, slow_val], [1.0, self.cfg["slowreg"]], self.critic.bins)
 
-    def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Roll the prior forward under the actor from N start states: feats (N, H+1, F), actions (N, H+1, A).
+    def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Roll the prior forward under the actor from N start states, time-major.
 
-        Runs without autograd: the actor learns by REINFORCE and the critic from fixed targets, so no
-        gradient needs to flow through the dynamics; the actor is re-run on all feats at once afterwards.
+        Returns feats (H+1, N, F), actions (H+1, N, A) and the actor's raw outputs (H+1, N, P).
+        The dynamics run without autograd: the actor learns by REINFORCE and the critic from fixed
+        targets, so no gradient needs to flow through them. The actor's outputs keep their graph (to the
+        actor's weights only), so the policy loss reuses this forward pass instead of running it again.
+        Time-major feats make every `feats[1:]` a contiguous view rather than a copy of (N, H, F).
         """
-        with torch.no_grad():
-            deter, stoch = start["deter"], start["stoch"]
-            feat = self.wm.rssm.feat(start)
-            feats, actions = [feat], []
-            for _ in range(horizon):
-                action, deter, stoch, feat = self._imagine_step(deter, stoch, feat)
-                actions.append(action)
-                feats.append(feat)
-            actions.append(self.actor(feat).sample())
-        return torch.stack(feats, 1), torch.stack(actions, 1)
+        rssm = self.wm.rssm
+        deter, stoch = start["deter"], start["stoch"]
+        feats, actions, params = [], [], []
+        for t in range(horizon + 1):
+            with torch.no_grad():
+                feats.append(rssm.feat({"deter": deter, "stoch": stoch}))
+            params.append(self.actor.params(feats[-1]))
+            with torch.no_grad():
+                actions.append(self.actor.dist(params[-1].detach()).sample())
+                if t < horizon:
+                    deter, stoch = self._imagine_step(deter, stoch, actions[-1])
+        return torch.stack(feats), torch.stack(actions), torch.stack(params)
 
-    def _imagine_step(self, deter: torch.Tensor, stoch: torch.Tensor, feat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Act, then step the prior: the whole body of the imagination loop, one unit for torch.compile."""
-        action = self.actor(feat).sample()
+    def _imagine_step(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One prior step of the imagination loop, the unit torch.compile sees."""
         state = self.wm.rssm.imagine_step({"deter": deter, "stoch": stoch}, action)
-        return action, state["deter"], state["stoch"], self.wm.rssm.feat(state)
+        return state["deter"], state["stoch"]
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total scaled loss and metrics of one update (world model, actor, critic, replay value)."""
@@ -143,37 +147,36 @@ class Agent(nn.Module):
         wm_feat = post["feat"]
         bins = self.critic.bins
 
-        # Imagination from every posterior state of the batch.
+        # Imagination from every posterior state of the batch; everything below is time-major (H+1, N).
         start = {k: post[k].detach().reshape(B * T, *post[k].shape[2:]) for k in ("deter", "stoch")}
         horizon = int(self.cfg["imag_length"])
-        feats, actions = self.imagine(start, horizon)
+        feats, actions, policy_params = self.imagine(start, horizon)
         critic_logp = torch.log_softmax(self.critic(feats), -1)
         with torch.no_grad():
             # Rewards and continuation of the start states are not used: they come from the replay.
-            rew = F.pad(self.wm.reward.mean(feats[:, 1:]), (1, 0))
-            con = torch.cat([1.0 - batch["is_terminal"].reshape(-1, 1).float(), self.wm.cont.prob(feats[:, 1:])], 1)
+            rew = F.pad(self.wm.reward.mean(feats[1:]), (0, 0, 1, 0))
+            con = torch.cat([1.0 - batch["is_terminal"].reshape(1, -1).float(), self.wm.cont.prob(feats[1:])], 0)
             disc = self.gamma * con
-            weight = torch.cumprod(disc, 1) / self.gamma  # weight[t]: probability of still being alive at t
+            weight = torch.cumprod(disc, 0) / self.gamma  # weight[t]: probability of still being alive at t
             val = twohot_expect(critic_logp.detach().exp(), bins)
-            ret = lambda_return(rew, val, disc, torch.full_like(val, self.cfg["lam"]))
+            ret = lambda_return(rew.T, val.T, disc.T, torch.full_like(val.T, self.cfg["lam"])).T  # (H, N)
             self.retnorm.update(ret)
-            adv = (ret - val[:, :-1]) / self.retnorm.scale()
+            adv = (ret - val[:-1]) / self.retnorm.scale()
             slow_val = self.slow_critic.mean(feats)
 
-        # Heads run on all H+1 states and only their small outputs are sliced: slicing the (N, H+1, F)
-        # features or (N, H+1, bins) log-probabilities instead would copy them, and their gradients.
-        policy = self.actor(feats)
-        logp = policy.log_prob(actions)[:, :-1]
-        ent = policy.entropy()[:, :-1]
-        w = weight[:, :-1]
+        # Losses are computed on all H+1 states and only their small outputs are sliced.
+        policy = self.actor.dist(policy_params)
+        logp = policy.log_prob(actions)[:-1]
+        ent = policy.entropy()[:-1]
+        w = weight[:-1]
         losses["policy"] = -w * (logp * adv + self.cfg["actent"] * ent)
-        losses["value"] = w * self.critic_loss(critic_logp, F.pad(ret, (0, 1)), slow_val)[:, :-1]
+        losses["value"] = w * self.critic_loss(critic_logp, F.pad(ret, (0, 0, 0, 1)), slow_val)[:-1]
 
         # Replay value: the critic also learns on real trajectories, bootstrapped from imagined returns;
         # this loss reaches the world-model features, the imagination losses do not.
         rep_logp = torch.log_softmax(self.critic(wm_feat), -1)
         with torch.no_grad():
-            boot = ret[:, 0].reshape(B, T)
+            boot = ret[0].reshape(B, T)
             last = batch["is_last"].float()
             term = batch["is_terminal"].float()
             rep_ret = lambda_return(batch["reward"].float(), boot, self.gamma * (1 - term), self.cfg["lam"] * (1 - last))

@@ -144,5 +144,11 @@ class Actor(nn.Module):
         self.out = Linear(self.net.out_dim, action_dim if discrete else 2 * action_dim, scale=0.01)
 
     def forward(self, feat: torch.Tensor) -> DiscretePolicy | NormalPolicy:
-        out = self.out(self.net(feat))
-        return DiscretePolicy(out) if self.discrete else NormalPolicy(out)
+        return self.dist(self.params(feat))
+
+    def params(self, feat: torch.Tensor) -> torch.Tensor:
+        """Raw policy outputs (logits, or mean and std pre-activations): small enough to keep and stack."""
+        return self.out(self.net(feat))
+
+    def dist(self, params: torch.Tensor) -> DiscretePolicy | NormalPolicy:
+        return DiscretePolicy(params) if self.discrete else NormalPolicy(params)

@@ -82,13 +82,14 @@ class RSSM(nn.Module):
         """One block-GRU step; every block sees the shared inputs and only its own slice of deter."""
         n, g = deter.shape[0], self.blocks
         shared = torch.cat([self.in_deter(deter), self.in_stoch(stoch.reshape(n, -1)), action_in], -1)
-        x = self.gru_hidden(deter) + self.gru_hidden_shared(shared)
-        x = torch.nn.functional.silu(self.gru_hidden_norm(x))
-        reset, cand, update = self.gru_gates(x).reshape(n, g, 3, -1).unbind(2)
-        reset = torch.sigmoid(reset.reshape(n, -1))
-        cand = torch.tanh(reset * cand.reshape(n, -1))
-        update = torch.sigmoid(update.reshape(n, -1) - 1.0)
-        return update * cand + (1 - update) * deter
+        # Block outputs stay (n, g, ·) in block-major memory; each sum or blend below starts from a
+        # contiguous operand, whose layout the result takes, so no (n, 3 * deter) copy is made.
+        x = self.gru_hidden_shared(shared).view(n, g, -1) + self.gru_hidden.grouped(deter)
+        x = torch.nn.functional.silu(self.gru_hidden_norm(x.reshape(n, -1)))
+        reset, cand, update = self.gru_gates.grouped(x).unflatten(-1, (3, -1)).unbind(2)
+        cand = torch.tanh(torch.sigmoid(reset) * cand)
+        update = torch.sigmoid(update - 1.0)
+        return torch.lerp(deter.view(n, g, -1), cand, update).reshape(n, -1)
 
     def _stoch_logits(self, hidden: torch.Tensor, out: nn.Module) -> torch.Tensor:
         logits = out(hidden).reshape(*hidden.shape[:-1], self.stoch, self.classes)
