@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
+from torch.utils.flop_counter import FlopCounterMode
 
 from worldmodels.driver import Driver
 from worldmodels.setup import CONFIG_DIR, make_agent, make_env
@@ -47,14 +48,29 @@ def fake_batch(B: int, T: int, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def matmul_gflops(device: str) -> float:
+    """This machine's float32 matmul throughput on a head-sized product: the ceiling for an update."""
+    a, b = torch.randn(16384, 2560, device=device), torch.randn(2560, 256, device=device)
+    for _ in range(3):
+        a @ b
+    began = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return 10 * 2 * a.shape[0] * a.shape[1] * b.shape[1] / (time.perf_counter() - began) / 1e9
+
+
 def time_updates(size: str, device: str, repeats: int, compile_steps: bool) -> dict[str, float]:
     with initialize_config_dir(CONFIG_DIR, version_base=None):
         cfg = compose("config", [f"model={size}", f"device={device}"])
     torch.manual_seed(0)
     agent = make_agent(cfg, VectorTask)
+    batch = fake_batch(cfg.batch.size, cfg.batch.length, agent.device)
+    with FlopCounterMode(display=False) as flops:  # matmul FLOPs of one whole update, forward and backward
+        agent.train_step(batch)
     if compile_steps:
         agent.compile_steps()
-    batch = fake_batch(cfg.batch.size, cfg.batch.length, agent.device)
     began = time.perf_counter()
     for _ in range(2):  # warm-up (and compilation)
         agent.train_step(batch)
@@ -66,7 +82,13 @@ def time_updates(size: str, device: str, repeats: int, compile_steps: bool) -> d
         if agent.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - began)
-    return {"s_per_update_median": float(np.median(times)), "s_per_update_min": float(np.min(times)), "warmup_s": warmup, "repeats": repeats}
+    return {
+        "s_per_update_median": float(np.median(times)),
+        "s_per_update_min": float(np.min(times)),
+        "warmup_s": warmup,
+        "repeats": repeats,
+        "gflop_per_update": flops.get_total_flops() / 1e9,
+    }
 
 
 def time_env_steps(size: str, device: str, steps: int) -> float:
@@ -97,8 +119,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = {}
+    peak = matmul_gflops(args.device)
+    print(f"matmul throughput: {peak:.0f} GFLOP/s (float32, {args.threads} threads)", flush=True)
     for size in args.sizes:
         row = time_updates(size, args.device, args.repeats, args.compile)
+        # The matmuls alone at the measured throughput: no implementation of the same math can go below it.
+        row["matmul_floor_s"] = row["gflop_per_update"] / peak
         row["env_steps_per_s"] = time_env_steps(size, args.device, args.env_steps)
         if size in OFFICIAL_JAX_S_PER_UPDATE and args.device == "cpu":
             row["official_jax_s_per_update"] = OFFICIAL_JAX_S_PER_UPDATE[size]
@@ -106,7 +132,8 @@ def main() -> None:
         rows[size] = row
         print(
             f"{size}: {row['s_per_update_median']:.3f} s/update (min {row['s_per_update_min']:.3f}), "
-            f"{row['env_steps_per_s']:.0f} env steps/s"
+            f"{row['env_steps_per_s']:.0f} env steps/s, {row['gflop_per_update']:.0f} GFLOP/update "
+            f"(matmul floor {row['matmul_floor_s']:.3f} s)"
             + (f", official JAX {row['official_jax_s_per_update']} s/update -> x{row['speedup_vs_official']:.2f}" if "official_jax_s_per_update" in row else ""),
             flush=True,
         )
@@ -115,6 +142,7 @@ def main() -> None:
         "precision": "float32",
         "device": args.device,
         "threads": args.threads,
+        "matmul_gflop_per_s": peak,
         "compile": args.compile,
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
