@@ -121,23 +121,32 @@ class Agent(nn.Module):
         actor's weights only), so the policy loss reuses this forward pass instead of running it again.
         Time-major feats make every `feats[1:]` a contiguous view rather than a copy of (N, H, F).
         """
-        rssm = self.wm.rssm
         deter, stoch = start["deter"], start["stoch"]
         feats, actions, params = [], [], []
         for t in range(horizon + 1):
-            with torch.no_grad():
-                feats.append(rssm.feat({"deter": deter, "stoch": stoch}))
-            params.append(self.actor.params(feats[-1]))
-            with torch.no_grad():
-                actions.append(self.actor.dist(params[-1].detach()).sample())
-                if t < horizon:
-                    deter, stoch = self._imagine_step(deter, stoch, actions[-1])
+            step = self._act if t == horizon else self._imagine_step  # the last state needs no successor
+            feat, param, action, deter, stoch = step(deter, stoch)
+            feats.append(feat)
+            params.append(param)
+            actions.append(action)
         return torch.stack(feats), torch.stack(actions), torch.stack(params)
 
-    def _imagine_step(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One prior step of the imagination loop, the unit torch.compile sees."""
-        state = self.wm.rssm.imagine_step({"deter": deter, "stoch": stoch}, action)
-        return state["deter"], state["stoch"]
+    def _act(self, deter: torch.Tensor, stoch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Features, actor outputs (with their graph) and a sampled action of imagined states."""
+        with torch.no_grad():
+            feat = self.wm.rssm.feat({"deter": deter, "stoch": stoch})
+        param = self.actor.params(feat)
+        with torch.no_grad():
+            action = self.actor.dist(param.detach()).sample()
+        return feat, param, action, deter, stoch
+
+    def _imagine_step(self, deter: torch.Tensor, stoch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Act, then step the prior under that action: the body of the imagination loop, one unit for
+        torch.compile (whose graph then holds the actor's forward and, separately, its backward)."""
+        feat, param, action, deter, stoch = self._act(deter, stoch)
+        with torch.no_grad():
+            state = self.wm.rssm.imagine_step({"deter": deter, "stoch": stoch}, action)
+        return feat, param, action, state["deter"], state["stoch"]
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total scaled loss and metrics of one update (world model, actor, critic, replay value)."""
