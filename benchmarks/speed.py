@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
 from worldmodels.driver import Driver
+from worldmodels.memory import keep_freed_memory
 from worldmodels.setup import CONFIG_DIR, make_agent, make_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,9 +116,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--env-steps", type=int, default=1000)
     parser.add_argument("--compile", action="store_true", help="torch.compile the recurrent step functions")
+    parser.add_argument("--no-keep-memory", dest="keep_memory", action="store_false", help="leave glibc's malloc as it is")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.keep_memory:  # as `python -m worldmodels.train` does by default (run.keep_memory)
+        keep_freed_memory()
     rows = {}
     peak = matmul_gflops(args.device)
     print(f"matmul throughput: {peak:.0f} GFLOP/s (float32, {args.threads} threads)", flush=True)
@@ -144,6 +148,7 @@ def main() -> None:
         "threads": args.threads,
         "matmul_gflop_per_s": peak,
         "compile": args.compile,
+        "keep_memory": args.keep_memory,
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "sizes": rows,

@@ -27,6 +27,7 @@ from worldmodels.logger import Logger, truncate_metrics
 from worldmodels.replay import Replay
 from worldmodels.replay_store import ChunkStore
 from worldmodels.report import replay_openloop
+from worldmodels.memory import keep_freed_memory
 from worldmodels.setup import CONFIG_DIR, entry_point, make_agent, make_env, seed_everything, set_threads, to_torch
 from worldmodels.video import frame_strip, save_gif
 
@@ -282,6 +283,8 @@ def train(cfg: DictConfig) -> Path:
     validate(cfg)
     seed_everything(cfg.seed)
     set_threads(cfg.run.threads)
+    if cfg.run.keep_memory:
+        keep_freed_memory()
     run_dir, payload = prepare_run_dir(cfg)
     cfg = cfg.copy()
     OmegaConf.set_readonly(cfg, False)
