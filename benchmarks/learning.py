@@ -1,12 +1,16 @@
 """Learning benchmark: evaluation return against env steps on Gymnasium tasks, several seeds.
 
-Each (task, seed) is a real `python -m worldmodels.train` run in its own subprocess (one torch thread
-each, `--parallel` at a time); the curves come from the runs' metrics.jsonl. Prints a table and saves
+Each (task, seed) is a real `python -m worldmodels.train` run in its own subprocess (`--threads` torch
+threads each, `--parallel` at a time); the curves come from the runs' metrics.jsonl. Prints a table and saves
 `benchmarks/results/learning.json` and `learning.png`.
 
     python benchmarks/learning.py --tasks Pendulum-v1 CartPole-v1 --seeds 0 1 2 --steps 20000
+    python benchmarks/learning.py --tasks Pendulum-v1 --seeds 0 --parallel 1 --threads 2 \
+        --out benchmarks/results/pendulum_solo --runs runs/bench-solo    # wall-clock of one run alone
     python benchmarks/learning.py --suite dmc --tasks cartpole-swingup walker-walk --seeds 0 1 --steps 100000 \
         --eval-every 10000 --out benchmarks/results/dmc_proprio --runs runs/bench-dmc-proprio exp=dmc_proprio
+    python benchmarks/learning.py --suite dmc --tasks cartpole-swingup --seeds 0 1 --steps 100000 \
+        --eval-every 5000 --out benchmarks/results/dmc_small --runs runs/bench-dmc-small model=size1m exp=small
     python benchmarks/learning.py --suite dmc --tasks cartpole-swingup --seeds 0 1 --steps 100000 \
         --eval-every 10000 --out benchmarks/results/dmc_vision --runs runs/bench-dmc-vision exp=dmc_vision
 """
@@ -61,7 +65,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--eval-every", type=int, default=2000)
-    parser.add_argument("--parallel", type=int, default=2, help="runs at once (each uses one thread)")
+    parser.add_argument("--parallel", type=int, default=2, help="runs at once")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("--report-only", action="store_true", help="start nothing: summarise the runs as they are (unfinished ones too)")
@@ -88,7 +93,7 @@ def main() -> None:
             # An unfinished run (the benchmark was stopped) resumes from its checkpoint: same command, same folder.
             cmd = [sys.executable, "-m", "worldmodels.train", f"env={args.suite}", f"env.id={task}", f"seed={seed}",
                    f"run.steps={args.steps}", f"run.eval_every={args.eval_every}", "run.eval_episodes=5",
-                   "run.threads=1", "run.progress=false", f"run.dir={run_dir}", *RECOMMENDED[args.suite], *args.overrides]
+                   f"run.threads={args.threads}", "run.progress=false", f"run.dir={run_dir}", *RECOMMENDED[args.suite], *args.overrides]
             print("start:", " ".join(cmd[2:]), flush=True)
             args.runs.mkdir(parents=True, exist_ok=True)
             log = open(args.runs / f"{run_dir.name}.log", "a")  # noqa: SIM115 - closed with the process
