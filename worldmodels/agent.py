@@ -80,8 +80,7 @@ class Agent(nn.Module):
         same code runs eagerly when compile is off. Compiling takes tens of seconds at start-up.
         """
         rssm = self.wm.rssm
-        rssm._gru = torch.compile(rssm._gru, dynamic=False)
-        rssm.post_logits = torch.compile(rssm.post_logits, dynamic=False)
+        rssm._observe_step = torch.compile(rssm._observe_step, dynamic=False)
         self._imagine_step = torch.compile(self._imagine_step, dynamic=False)
 
     # -- acting --------------------------------------------------------------------------------

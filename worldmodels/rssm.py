@@ -125,16 +125,21 @@ class RSSM(nn.Module):
         deter, stoch = state["deter"], state["stoch"]
         deters, stochs, logits = [], [], []
         for t in range(T):
-            k = keep[:, t, None]
-            deter = self._gru(deter * k, stoch * k[..., None], action_in[:, t])
-            post = self.post_logits(deter, embed_in[:, t])
-            stoch = sample_onehot(post)
+            deter, post, stoch = self._observe_step(deter, stoch, keep[:, t, None], action_in[:, t], embed_in[:, t])
             deters.append(deter)
             stochs.append(stoch)
             logits.append(post)
         post_state = {"deter": torch.stack(deters, 1), "stoch": torch.stack(stochs, 1), "logits": torch.stack(logits, 1)}
         prior = self.prior_logits(post_state["deter"])
         return post_state, prior, {"deter": deter, "stoch": stoch}
+
+    def _observe_step(
+        self, deter: torch.Tensor, stoch: torch.Tensor, keep: torch.Tensor, action_in: torch.Tensor, embed_in: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One filtering step (reset where keep is 0, GRU, posterior, sample): the unit torch.compile sees."""
+        deter = self._gru(deter * keep, stoch * keep[..., None], action_in)
+        post = self.post_logits(deter, embed_in)
+        return deter, post, sample_onehot(post)
 
     def imagine_step(self, state: State, action: torch.Tensor) -> State:
         """Step the prior forward: (B, ...) state and (B, A) action -> next state sampled from the prior."""

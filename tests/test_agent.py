@@ -1,0 +1,74 @@
+"""Agent-level behaviour: imagination's outputs and gradients, and torch.compile matching eager mode."""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from worldmodels.agent import Agent
+
+MODEL = {"deter": 32, "hidden": 16, "stoch": 4, "classes": 4, "blocks": 2, "units": 16, "depth": 2,
+         "enc_layers": 1, "dec_layers": 1, "head_layers": 1, "actor_layers": 2, "critic_layers": 1}
+AGENT = {"bins": 31, "unimix": 0.01, "free_bits": 1.0, "retnorm_rate": 0.01, "retnorm_limit": 1.0, "horizon": 333,
+         "imag_length": 3, "lam": 0.95, "actent": 3e-4, "slowreg": 1.0, "slow_rate": 0.02,
+         "loss_scales": {"dec": 1.0, "rew": 1.0, "con": 1.0, "dyn": 1.0, "rep": 0.1, "policy": 1.0, "value": 1.0, "repval": 0.3},
+         "opt": {"lr": 1e-3, "eps": 1e-20, "beta1": 0.9, "beta2": 0.999, "agc": 0.3, "warmup": 1}}
+OBS = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (3,), np.float32)})
+
+
+def make_batch(B: int = 2, T: int = 5, actions: int = 2) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "state": torch.randn(B, T, 3, generator=g),
+        "action": torch.rand(B, T, actions, generator=g) * 2 - 1,
+        "reward": torch.randn(B, T, generator=g),
+        "is_first": torch.zeros(B, T, dtype=torch.bool),
+        "is_last": torch.zeros(B, T, dtype=torch.bool),
+        "is_terminal": torch.zeros(B, T, dtype=torch.bool),
+    }
+    batch["is_first"][:, 0] = True
+    return batch
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_imagination_is_time_major_and_only_the_actor_outputs_carry_gradients(discrete):
+    torch.manual_seed(0)
+    space = gym.spaces.Discrete(3) if discrete else gym.spaces.Box(-1, 1, (2,), np.float32)
+    agent = Agent(OBS, space, MODEL, AGENT)
+    rssm = agent.wm.rssm
+    n, horizon = 7, 4
+    start = {"deter": torch.randn(n, rssm.deter), "stoch": torch.nn.functional.one_hot(torch.randint(0, 4, (n, 4)), 4).float()}
+    feats, actions, params = agent.imagine(start, horizon)
+    assert feats.shape == (horizon + 1, n, rssm.feat_dim) and actions.shape[:2] == (horizon + 1, n)
+    assert params.shape == (horizon + 1, n, 3 if discrete else 4)
+    torch.testing.assert_close(feats[0], rssm.feat(start))  # step 0 is the start state itself
+    assert not feats.requires_grad and not actions.requires_grad and params.requires_grad
+    # The stored outputs are the actor's outputs on the stored features (the policy loss reuses them).
+    torch.testing.assert_close(params, agent.actor.params(feats))
+    params.sum().backward()
+    assert all(p.grad is not None for p in agent.actor.parameters())
+    assert all(p.grad is None for p in agent.wm.parameters()) and all(p.grad is None for p in agent.critic.parameters())
+
+
+def test_compiled_steps_compute_the_same_update_as_eager():
+    """compile_steps only changes how the step functions run: with inductor drawing its random numbers
+    like eager mode, one update gives the same losses and the same new weights."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = Agent(OBS, gym.spaces.Box(-1, 1, (2,), np.float32), MODEL, AGENT)
+    compiled = copy.deepcopy(eager)
+    compiled.compile_steps()
+    batch = make_batch()
+    with torch._inductor.config.patch(fallback_random=True):
+        torch.manual_seed(3)
+        m_eager = eager.train_step(batch)
+        torch.manual_seed(3)
+        m_compiled = compiled.train_step(batch)
+    for key in ("loss/dec", "loss/rew", "loss/dyn", "loss/policy", "loss/value", "loss/total"):
+        assert m_compiled[key] == pytest.approx(m_eager[key], rel=1e-4, abs=1e-6), key
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
