@@ -10,12 +10,9 @@ import torch
 from worldmodels.agent import Agent
 from worldmodels.conv import ConvDecoder, ConvEncoder
 
-MODEL = {"deter": 32, "hidden": 16, "stoch": 4, "classes": 4, "blocks": 2, "units": 16, "depth": 2,
-         "enc_layers": 1, "dec_layers": 1, "head_layers": 1, "actor_layers": 1, "critic_layers": 1}
-AGENT = {"bins": 31, "unimix": 0.01, "free_bits": 1.0, "retnorm_rate": 0.01, "retnorm_limit": 1.0, "horizon": 333,
-         "imag_length": 3, "lam": 0.95, "actent": 3e-4, "slowreg": 1.0, "slow_rate": 0.02,
-         "loss_scales": {"dec": 1.0, "rew": 1.0, "con": 1.0, "dyn": 1.0, "rep": 0.1, "policy": 1.0, "value": 1.0, "repval": 0.3},
-         "opt": {"lr": 1e-3, "eps": 1e-20, "beta1": 0.9, "beta2": 0.999, "agc": 0.3, "warmup": 1}}
+from tiny import TINY_AGENT, TINY_MODEL
+
+MODEL, AGENT = TINY_MODEL, TINY_AGENT
 
 
 @pytest.mark.parametrize("size", [8, 32, 64])
