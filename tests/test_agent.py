@@ -40,12 +40,12 @@ def test_imagination_is_time_major_and_only_the_actor_outputs_carry_gradients(di
     n, horizon = 7, 4
     start = {"deter": torch.randn(n, rssm.deter), "stoch": torch.nn.functional.one_hot(torch.randint(0, 4, (n, 4)), 4).float()}
     feats, actions, params = agent.imagine(start, horizon)
-    assert feats.shape == (horizon + 1, n, rssm.feat_dim) and actions.shape[:2] == (horizon + 1, n)
-    assert params.shape == (horizon + 1, n, 3 if discrete else 4)
+    assert feats.shape == (horizon + 1, n, rssm.feat_dim) and actions.shape[:2] == (horizon, n)
+    assert params.shape == (horizon, n, 3 if discrete else 4)
     torch.testing.assert_close(feats[0], rssm.feat(start))  # step 0 is the start state itself
     assert not feats.requires_grad and not actions.requires_grad and params.requires_grad
-    # The stored outputs are the actor's outputs on the stored features (the policy loss reuses them).
-    torch.testing.assert_close(params, agent.actor.params(feats))
+    # The stored outputs are the actor's outputs on the states acted in (the policy loss reuses them).
+    torch.testing.assert_close(params, agent.actor.params(feats[:-1]))
     params.sum().backward()
     assert all(p.grad is not None for p in agent.actor.parameters())
     assert all(p.grad is None for p in agent.wm.parameters()) and all(p.grad is None for p in agent.critic.parameters())

@@ -114,7 +114,8 @@ class Agent(nn.Module):
     def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Roll the prior forward under the actor from N start states, time-major.
 
-        Returns feats (H+1, N, F), actions (H+1, N, A) and the actor's raw outputs (H+1, N, P).
+        Returns feats (H+1, N, F), and the actions taken from the first H states (H, N, A) with the
+        actor's raw outputs there (H, N, P); the last state is only bootstrapped from, never acted in.
         The dynamics run without autograd: the actor learns by REINFORCE and the critic from fixed
         targets, so no gradient needs to flow through them. The actor's outputs keep their graph (to the
         actor's weights only), so the policy loss reuses this forward pass instead of running it again.
@@ -122,28 +123,27 @@ class Agent(nn.Module):
         """
         deter, stoch = start["deter"], start["stoch"]
         feats, actions, params = [], [], []
-        for t in range(horizon + 1):
-            step = self._act if t == horizon else self._imagine_step  # the last state needs no successor
-            feat, param, action, deter, stoch = step(deter, stoch)
+        for _ in range(horizon):
+            feat, param, action, deter, stoch = self._imagine_step(deter, stoch)
             feats.append(feat)
             params.append(param)
             actions.append(action)
+        with torch.no_grad():
+            feats.append(self.wm.rssm.feat({"deter": deter, "stoch": stoch}))
         return torch.stack(feats), torch.stack(actions), torch.stack(params)
 
-    def _act(self, deter: torch.Tensor, stoch: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Features, actor outputs (with their graph) and a sampled action of imagined states."""
+    def _imagine_step(self, deter: torch.Tensor, stoch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Act, then step the prior under that action: the body of the imagination loop, one unit for
+        torch.compile (whose graph then holds the actor's forward and, separately, its backward).
+
+        Returns the features of the state acted in, the actor's raw outputs there (with their graph),
+        the sampled action, and the next state.
+        """
         with torch.no_grad():
             feat = self.wm.rssm.feat({"deter": deter, "stoch": stoch})
         param = self.actor.params(feat)
         with torch.no_grad():
             action = self.actor.dist(param.detach()).sample()
-        return feat, param, action, deter, stoch
-
-    def _imagine_step(self, deter: torch.Tensor, stoch: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Act, then step the prior under that action: the body of the imagination loop, one unit for
-        torch.compile (whose graph then holds the actor's forward and, separately, its backward)."""
-        feat, param, action, deter, stoch = self._act(deter, stoch)
-        with torch.no_grad():
             state = self.wm.rssm.imagine_step({"deter": deter, "stoch": stoch}, action)
         return feat, param, action, state["deter"], state["stoch"]
 
@@ -170,15 +170,15 @@ class Agent(nn.Module):
             ret = lambda_return(rew.T, val.T, disc.T, torch.full_like(val.T, self.cfg["lam"])).T  # (H, N)
             self.retnorm.update(ret)
             adv = (ret - val[:-1]) / self.retnorm.scale()
-            slow_val = self.slow_critic.mean(feats)
+            slow_val = self.slow_critic.mean(feats[:-1])  # the last state is only bootstrapped from
 
-        # Losses are computed on all H+1 states and only their small outputs are sliced.
-        policy = self.actor.dist(policy_params)
-        logp = policy.log_prob(actions)[:-1]
-        ent = policy.entropy()[:-1]
+        # Losses on the first H states; time-major slices like critic_logp[:-1] are views, not copies.
+        policy = self.actor.dist(policy_params)  # the first H states only
+        logp = policy.log_prob(actions)
+        ent = policy.entropy()
         w = weight[:-1]
         losses["policy"] = -w * (logp * adv + self.cfg["actent"] * ent)
-        losses["value"] = w * self.critic_loss(critic_logp, F.pad(ret, (0, 0, 0, 1)), slow_val)[:-1]
+        losses["value"] = w * self.critic_loss(critic_logp[:-1], ret, slow_val)
 
         # Replay value: the critic also learns on real trajectories, bootstrapped from imagined returns;
         # this loss reaches the world-model features, the imagination losses do not.
