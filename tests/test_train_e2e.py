@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -134,7 +135,6 @@ def _with_env(src: Path, dst: Path, task: str) -> Path:
     ("args", "words"),
     [
         (["report.context=0"], "report.context=0"),
-        (["report.horizon=500"], "longer than the longest recorded episode"),
         (["env=dummy", "env.id=continuous"], "is of environment dummy/discrete, not dummy/continuous"),
     ],
 )
@@ -143,6 +143,26 @@ def test_evaluate_bad_input(trained_run: Path, tmp_path: Path, args: list[str], 
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], proc.stderr
+
+
+def test_evaluate_fits_the_open_loop_report_to_short_episodes(trained_run: Path, tmp_path: Path):
+    """Episodes shorter than context + horizon (an untrained CartPole policy falls in 9 steps) still get
+    their returns reported, with the open-loop horizon cut to what the longest episode allows."""
+    checkpoint = f"checkpoint={trained_run / 'checkpoints' / 'latest'}"
+    proc = run_module("worldmodels.evaluate", checkpoint, "episodes=1", "report.context=3", "report.horizon=500", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = re.search(r"lowered from report.horizon=500 to (\d+): the longest evaluation episode has (\d+) steps", proc.stderr)
+    assert found, proc.stderr
+    fitted, longest = int(found.group(1)), int(found.group(2))
+    assert fitted == longest - 3
+    summary = json.loads((trained_run / "eval" / str(load_checkpoint(trained_run / "checkpoints")["step"]) / "summary.json").read_text())
+    assert summary["horizon"] == fitted and len(summary["openloop/reward_mse"]) == fitted and "policy/return_mean" in summary
+
+    proc = run_module("worldmodels.evaluate", checkpoint, "episodes=1", f"report.context={longest}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no open-loop report" in proc.stderr and "return" in proc.stdout
+    summary = json.loads((trained_run / "eval" / str(load_checkpoint(trained_run / "checkpoints")["step"]) / "summary.json").read_text())
+    assert "policy/return_mean" in summary and "horizon" not in summary
 
 
 def test_evaluate_refuses_to_compare_different_environments(trained_run: Path, tmp_path: Path):

@@ -13,6 +13,7 @@ is computed on the same episodes and a comparison table and plot are written too
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,21 @@ def policy_episodes(cfg: DictConfig, agent: Any, episodes: int, seed: int, mode:
     return recorded, policy
 
 
+def fit_horizon(episodes: list[dict[str, np.ndarray]], context: int, horizon: int) -> int:
+    """The open-loop horizon the recorded episodes allow: `horizon`, or less (with a warning) where
+    even the longest episode is shorter than context + horizon; 0 where it is too short for any."""
+    longest = max(len(ep["reward"]) for ep in episodes)
+    fitted = min(horizon, longest - context)
+    if fitted < 1:
+        print(f"warning: no open-loop report: the longest evaluation episode has {longest} steps, "
+              f"not more than report.context={context}", file=sys.stderr)
+        return 0
+    if fitted < horizon:
+        print(f"warning: open-loop horizon lowered from report.horizon={horizon} to {fitted}: the longest "
+              f"evaluation episode has {longest} steps", file=sys.stderr)
+    return fitted
+
+
 def evaluate(
     checkpoints: list[str],
     episodes: int = 10,
@@ -93,24 +109,30 @@ def evaluate(
     for checkpoint, cfg, agent, payload in loaded:
         recorded, policy = policy_episodes(cfg, agent, episodes, seed, mode)
         shared = shared if shared is not None else recorded
-        replay_env = make_env(cfg.env, seed + 30_000)  # imagined actions are replayed here from recorded states
-        try:
-            report = build_report(WorldModelPredictor(agent), shared, context, horizon, starts, replay_env)
-        except ValueError as e:
-            raise UserError(f"{e}; lower report.context or report.horizon") from None
-        finally:
-            replay_env.close()
+        fitted = fit_horizon(shared, context, horizon)
+        report = {}
+        if fitted:
+            replay_env = make_env(cfg.env, seed + 30_000)  # imagined actions are replayed here from recorded states
+            try:
+                report = build_report(WorldModelPredictor(agent), shared, context, fitted, starts, replay_env)
+            finally:
+                replay_env.close()
         report = {"checkpoint": checkpoint, "env": f"{cfg.env.suite}/{cfg.env.id}", "step": int(payload["step"]),
                   "episodes": episodes, "mode": mode, **policy, **report}
         run_dir = run_dir_of(Path(checkpoint))
         target = run_dir / "eval" / str(report["step"])
-        write_report(report, target, run_dir / "tb", report["step"])
+        if fitted:
+            write_report(report, target, run_dir / "tb", report["step"])
+        else:  # the policy's returns are still saved
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "summary.json").write_text(json.dumps(report, indent=2))
         report["saved"] = str(target)
         reports[f"{run_dir.name}@{report['step']}"] = report
     if len(reports) > 1:
         folder = Path(out) if out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
         folder.mkdir(parents=True, exist_ok=True)
-        plot_curves(reports, folder / "compare_error.png")
+        if fitted:
+            plot_curves(reports, folder / "compare_error.png")
         public = {name: {k: v for k, v in r.items() if not k.startswith("_")} for name, r in reports.items()}
         (folder / "compare.json").write_text(json.dumps(public, indent=2))
         (folder / "compare.txt").write_text(table(reports) + "\n")
