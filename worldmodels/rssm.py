@@ -84,12 +84,12 @@ class RSSM(nn.Module):
         shared = torch.cat([self.in_deter(deter), self.in_stoch(stoch.reshape(n, -1)), action_in], -1)
         # Block outputs stay (n, g, ·) in block-major memory; each sum or blend below starts from a
         # contiguous operand, whose layout the result takes, so no (n, 3 * deter) copy is made.
-        x = self.gru_hidden_shared(shared).view(n, g, -1) + self.gru_hidden.grouped(deter)
+        x = self.gru_hidden_shared(shared).reshape(n, g, -1) + self.gru_hidden.grouped(deter)
         x = torch.nn.functional.silu(self.gru_hidden_norm(x.reshape(n, -1)))
         reset, cand, update = self.gru_gates.grouped(x).unflatten(-1, (3, -1)).unbind(2)
         cand = torch.tanh(torch.sigmoid(reset) * cand)
         update = torch.sigmoid(update - 1.0)
-        return torch.lerp(deter.view(n, g, -1), cand, update).reshape(n, -1)
+        return torch.lerp(deter.reshape(n, g, -1), cand, update).reshape(n, -1)
 
     def _stoch_logits(self, hidden: torch.Tensor, out: nn.Module) -> torch.Tensor:
         logits = out(hidden).reshape(*hidden.shape[:-1], self.stoch, self.classes)
