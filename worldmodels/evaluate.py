@@ -104,12 +104,12 @@ def evaluate(
     if len(envs) > 1:
         raise UserError(f"checkpoints of different environments cannot be compared: {', '.join(sorted(envs))}")
     loaded = [(c, *load_agent(c, p, device)) for c, p in zip(checkpoints, payloads)]
-    shared = None
+    shared, fitted = None, 0
     reports: dict[str, dict[str, Any]] = {}
     for checkpoint, cfg, agent, payload in loaded:
         recorded, policy = policy_episodes(cfg, agent, episodes, seed, mode)
-        shared = shared if shared is not None else recorded
-        fitted = fit_horizon(shared, context, horizon)
+        if shared is None:  # every checkpoint is reported on the first one's episodes
+            shared, fitted = recorded, fit_horizon(recorded, context, horizon)
         report = {}
         if fitted:
             replay_env = make_env(cfg.env, seed + 30_000)  # imagined actions are replayed here from recorded states
@@ -121,11 +121,7 @@ def evaluate(
                   "episodes": episodes, "mode": mode, **policy, **report}
         run_dir = run_dir_of(Path(checkpoint))
         target = run_dir / "eval" / str(report["step"])
-        if fitted:
-            write_report(report, target, run_dir / "tb", report["step"])
-        else:  # the policy's returns are still saved
-            target.mkdir(parents=True, exist_ok=True)
-            (target / "summary.json").write_text(json.dumps(report, indent=2))
+        write_report(report, target, run_dir / "tb", report["step"])
         report["saved"] = str(target)
         reports[f"{run_dir.name}@{report['step']}"] = report
     if len(reports) > 1:

@@ -54,11 +54,12 @@ def scalars(report: dict[str, Any]) -> dict[str, float]:
 
 
 def write_report(report: dict[str, Any], out: Path, tb_dir: Path | None = None, step: int = 0) -> list[Path]:
-    """summary.json (every scalar and curve), the PNGs, and the scalars to TensorBoard at `step`."""
+    """summary.json (every scalar and curve), the PNGs (when there is an open-loop part), and the
+    scalars to TensorBoard at `step`."""
     out.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in report.items() if not k.startswith("_")}
     (out / "summary.json").write_text(json.dumps(public, indent=2))
-    files = [out / "summary.json", *plot_report(report, out)]
+    files = [out / "summary.json", *(plot_report(report, out) if "_example" in report else [])]  # no open-loop part: returns only
     if tb_dir is not None:
         from torch.utils.tensorboard import SummaryWriter
 
