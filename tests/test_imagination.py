@@ -10,6 +10,8 @@ import pytest
 from worldmodels.imagination import imagination_gap, openloop_metrics, windows
 from worldmodels.report import build_report, write_report
 
+from tbtools import tb_images
+
 
 def make_episodes(count: int = 3, length: int = 40, terminal_last: bool = True) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
@@ -164,11 +166,14 @@ def test_image_report_writes_a_truth_prediction_error_gif(tmp_path):
             return np.zeros(len(window["reward"])), np.zeros((len(window["reward"]), horizon, 1))
 
     report = build_report(Oracle(), [ep], context=4, horizon=6, max_starts=10)
-    write_report(report, tmp_path)
+    write_report(report, tmp_path, tb_dir=tmp_path / "tb", step=3)
     gif = Image.open(tmp_path / "openloop_image.gif")
     assert gif.n_frames == 6  # one frame per predicted step
     assert gif.size == (2 * 8 * 3, 2 * 8)  # truth | prediction | error, upscaled twice
     assert not (tmp_path / "openloop_trajectories.png").exists()  # no vector keys to plot
+    logged = tb_images(tmp_path / "tb")["report/openloop_image"]  # the same GIF, animated in TensorBoard
+    assert [im.step for im in logged] == [3]
+    assert logged[0].encoded_image_string == (tmp_path / "openloop_image.gif").read_bytes()
 
 
 class RandomAgent:

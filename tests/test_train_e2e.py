@@ -14,6 +14,8 @@ import torch
 
 from worldmodels.checkpoint import load_checkpoint
 
+from tbtools import tb_images
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -262,5 +264,8 @@ def test_pixel_run_through_the_entry_point_writes_videos(tmp_path: Path):
     assert [v.name for v in videos] == ["eval_100_image.gif", "eval_50_image.gif"]
     gif = Image.open(videos[0])
     assert gif.n_frames == 21 and gif.size == (128, 128)  # 20 agent steps plus the first frame, upscaled twice
+    logged = tb_images(run_dir / "tb")["eval/video_image"]  # TensorBoard plays the same episode, at 64x64
+    assert [im.step for im in logged] == [50, 100]
+    assert (logged[0].width, logged[0].height) == (64, 64) and logged[0].encoded_image_string.startswith(b"GIF8")
     payload = load_checkpoint(run_dir / "checkpoints")
     assert payload["updates"] > 0 and any(k.startswith("wm.encoder.images.image") for k in payload["agent"])

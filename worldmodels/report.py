@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from worldmodels.imagination import Arrays, Predictor, imagination_gap, openloop_metrics, windows
-from worldmodels.video import comparison_frames, save_gif
+from worldmodels.video import add_gif, comparison_frames, save_gif
 
 
 def build_report(
@@ -71,6 +71,8 @@ def write_report(report: dict[str, Any], out: Path, tb_dir: Path | None = None, 
             for path in files:
                 if path.suffix == ".png":
                     tb.add_image(f"report/{path.stem}", matplotlib.image.imread(path)[..., :3], step, dataformats="HWC")
+                elif path.suffix == ".gif":
+                    add_gif(tb, f"report/{path.stem}", path.read_bytes(), step)
     return files
 
 

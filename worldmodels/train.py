@@ -29,7 +29,7 @@ from worldmodels.replay_store import ChunkStore
 from worldmodels.report import replay_openloop
 from worldmodels.memory import keep_freed_memory
 from worldmodels.setup import CONFIG_DIR, entry_point, make_agent, make_env, seed_everything, set_threads, to_torch
-from worldmodels.video import frame_strip, save_gif
+from worldmodels.video import add_gif, save_gif
 
 
 def prepare_run_dir(cfg: DictConfig) -> tuple[Path, dict[str, Any] | None]:
@@ -168,14 +168,14 @@ class Trainer:
 
     def evaluate(self, video: bool = False) -> float:
         """Mean return of `run.eval_episodes` evaluation episodes; with `video`, the first one of each image key
-        is saved as videos/eval_<step>_<key>.gif and as a frame strip in TensorBoard."""
+        is saved as videos/eval_<step>_<key>.gif and as an animated image in TensorBoard (Images tab)."""
         if not video:
             return float(np.mean([s["return"] for s in self.eval_driver.episodes(self.cfg.run.eval_episodes)]))
         episodes, stats = self.eval_driver.record(self.cfg.run.eval_episodes)
         for key, frames in episodes[0].items():
             if frames.ndim == 4 and frames.dtype == np.uint8:
                 save_gif(frames, self.run_dir / "videos" / f"eval_{self.step}_{key}.gif")
-                self.logger.tb.add_image(f"eval/video_{key}", frame_strip(frames), self.step, dataformats="HWC")
+                add_gif(self.logger.tb, f"eval/video_{key}", frames, self.step)
         return float(np.mean([s["return"] for s in stats]))
 
     def train_updates(self) -> dict[str, list[float]]:
