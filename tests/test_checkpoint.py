@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from worldmodels.checkpoint import load_checkpoint, save_checkpoint
+from worldmodels.checkpoint import load_agent_state, load_checkpoint, save_checkpoint
 from worldmodels.errors import UserError
 
 
@@ -79,3 +79,20 @@ def test_plain_pickle_of_other_objects_is_not_a_checkpoint(tmp_path: Path):
     path.write_bytes(pickle.dumps([1, 2, 3]))
     with pytest.raises(UserError):
         load_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_get_one_line_naming_them():
+    from worldmodels.nets import MLP
+
+    net = MLP(3, 4, 2)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    load_agent_state(net, state, "ok")  # a fitting state loads
+    old = {k: v for k, v in state.items() if not k.endswith(".bias")}  # as written before the hidden biases
+    with pytest.raises(UserError) as info:
+        load_agent_state(net, old, "runs/x/checkpoints")
+    message = str(info.value)
+    assert "\n" not in message and "2 missing (first: 0.0.bias)" in message and "older version" in message
+    state["0.0.weight"] = torch.zeros(5, 3)
+    state["extra"] = torch.zeros(1)
+    with pytest.raises(UserError, match=r"1 unexpected \(first: extra\), 1 mis-shaped \(first: 0.0.weight\)$"):
+        load_agent_state(net, state, "runs/x/checkpoints")

@@ -19,6 +19,8 @@ MODEL, AGENT = TINY_MODEL, TINY_AGENT
 def test_encoder_decoder_shapes_and_gradients(size):
     torch.manual_seed(0)
     enc, dec = ConvEncoder((size, size, 3), depth=2), ConvDecoder(20, (size, size, 3), depth=2)
+    convs = [m for m in [*enc.modules(), *dec.modules()] if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert convs and all(c.bias is not None and (c.bias == 0).all() for c in convs)  # biased, as the official Conv2D
     image = torch.randint(0, 256, (2, 5, size, size, 3), dtype=torch.uint8)
     emb = enc(image)
     assert emb.shape == (2, 5, enc.out_dim) and enc.out_dim == 2 * {8: 2, 32: 4, 64: 4}[size] * 16

@@ -56,6 +56,23 @@ def test_linear_init_std_and_zero_init():
     assert Linear(5, 3, bias=False).bias is None
 
 
+def test_every_layer_before_a_norm_has_a_zero_initialised_bias():
+    """As in the official nets: Linear (bias on) -> RMSNorm (scale only) -> SiLU. A bias there is not
+    redundant, since RMSNorm subtracts no mean: shifting it changes the normalised output."""
+    torch.manual_seed(0)
+    mlp = MLP(6, 8, 2)
+    linears = [m for m in mlp.modules() if isinstance(m, Linear)]
+    assert len(linears) == 2 and all(lin.bias is not None and (lin.bias == 0).all() for lin in linears)
+    x = torch.randn(4, 6)
+    before = mlp(x)
+    with torch.no_grad():
+        linears[0].bias.fill_(0.5)
+    assert not torch.allclose(mlp(x), before)
+    rssm = RSSM(embed_dim=5, action_dim=2, deter=16, hidden=8, stoch=2, classes=3, blocks=4)
+    assert rssm.post_deter.bias is not None and rssm.post_embed.bias is None  # one bias for concat(deter, embed)
+    assert rssm.gru_hidden.bias is not None and rssm.gru_hidden_shared.bias is None  # one bias for the block layer
+
+
 def test_block_linear_equals_dense_block_diagonal():
     torch.manual_seed(1)
     inp, out, blocks = 12, 8, 4

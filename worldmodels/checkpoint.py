@@ -65,3 +65,19 @@ def _load_newest_good(folder: Path, map_location: str | torch.device) -> dict[st
             raise
         warnings.warn(f"{e}; using {previous} instead", stacklevel=2)
         return load_checkpoint(previous, map_location)
+
+
+def load_agent_state(agent: torch.nn.Module, state: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Load network weights, or raise one line naming what does not fit (missing, unexpected or
+    mis-shaped parameters), e.g. for a checkpoint written by an older version of the model."""
+    own = agent.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = [f"{len(v)} {what} (first: {v[0]})" for what, v in
+                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)) if v]
+        hint = " - written by an older version of worldmodels? (hidden layers gained biases in 0.2.0)" if missing and not unexpected else ""
+        raise UserError(f"checkpoint {where} does not fit the model its config builds: parameters {', '.join(parts)}{hint}")
+    agent.load_state_dict(state)
+

@@ -55,7 +55,7 @@ class ConvEncoder(nn.Module):
         stages = _stages(self.shape)
         layers, inp = [], self.shape[-1]
         for out in _channels(depth, stages, mults):
-            layers += [_conv_init(nn.Conv2d(inp, out, 4, 2, 1, bias=False)), ChannelNorm(out), nn.SiLU()]
+            layers += [_conv_init(nn.Conv2d(inp, out, 4, 2, 1)), ChannelNorm(out), nn.SiLU()]
             inp = out
         self.net = nn.Sequential(*layers)
         self.out_dim = inp * 4 * 4
@@ -81,7 +81,7 @@ class ConvDecoder(nn.Module):
         for i in range(stages):
             last = i == stages - 1
             out = self.shape[-1] if last else channels[i + 1]
-            layers.append(_conv_init(nn.ConvTranspose2d(channels[i], out, 4, 2, 1, bias=last)))
+            layers.append(_conv_init(nn.ConvTranspose2d(channels[i], out, 4, 2, 1)))
             if not last:
                 layers += [ChannelNorm(out), nn.SiLU()]
         self.net = nn.Sequential(*layers)

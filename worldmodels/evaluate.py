@@ -23,7 +23,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from worldmodels.checkpoint import load_checkpoint
+from worldmodels.checkpoint import load_agent_state, load_checkpoint
 from worldmodels.driver import Driver
 from worldmodels.errors import UserError, exit_with
 from worldmodels.imagination import WorldModelPredictor
@@ -42,10 +42,7 @@ def load_agent(checkpoint: str, payload: dict[str, Any], device: str) -> tuple[D
     env = make_env(cfg.env, 0)
     agent = make_agent(cfg, env)
     env.close()
-    try:
-        agent.load_state_dict(payload["agent"])
-    except (RuntimeError, KeyError) as e:
-        raise UserError(f"checkpoint {path} does not match its own config ({str(e).splitlines()[0]})") from None
+    load_agent_state(agent, payload.get("agent", {}), path)
     agent.eval()
     return cfg, agent, payload
 

@@ -76,10 +76,13 @@ class RMSNorm(nn.Module):
 
 
 class NormAct(nn.Sequential):
-    """Linear -> RMSNorm -> SiLU, the unit every DreamerV3 MLP is made of."""
+    """Linear -> RMSNorm -> SiLU, the unit every DreamerV3 MLP is made of.
+
+    The linear layer keeps its bias, as in the official code: RMSNorm only rescales (no mean is
+    subtracted, no shift is learned), so a bias before it still moves the features."""
 
     def __init__(self, inp: int, out: int):
-        super().__init__(Linear(inp, out, bias=False), RMSNorm(out), nn.SiLU())
+        super().__init__(Linear(inp, out), RMSNorm(out), nn.SiLU())
 
 
 class MLP(nn.Sequential):

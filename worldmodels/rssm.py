@@ -50,11 +50,12 @@ class RSSM(nn.Module):
         # computes the same function without copying the shared inputs into every block.
         group_in = deter // blocks + 3 * hidden
         self.gru_hidden = BlockLinear(deter, deter, blocks, fan_in=group_in)
-        self.gru_hidden_shared = Linear(3 * hidden, deter, bias=False, fan_in=group_in)
+        self.gru_hidden_shared = Linear(3 * hidden, deter, bias=False, fan_in=group_in)  # the bias is gru_hidden's
         self.gru_hidden_norm = RMSNorm(deter)
         self.gru_gates = BlockLinear(deter, 3 * deter, blocks)
-        # Posterior q(z | h, e): one hidden layer; the embed half is applied to whole sequences at once.
-        self.post_deter = Linear(deter, hidden, bias=False)
+        # Posterior q(z | h, e): one hidden layer on concat(deter, embed); the embed half is applied to
+        # whole sequences at once, and the layer's one bias sits in the deter half.
+        self.post_deter = Linear(deter, hidden)
         self.post_embed = Linear(embed_dim, hidden, bias=False)
         self.post_norm = RMSNorm(hidden)
         self.post_out = Linear(hidden, stoch * classes)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from worldmodels.checkpoint import load_checkpoint, save_checkpoint
+from worldmodels.checkpoint import load_agent_state, load_checkpoint, save_checkpoint
 from worldmodels.config import resume_conflict, validate
 from worldmodels.driver import Driver, EnvFailure
 from worldmodels.errors import UserError, exit_with
@@ -142,8 +142,8 @@ class Trainer:
 
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue from a checkpoint: counters, networks, optimiser, RNG states and the replay on disk."""
+        load_agent_state(self.agent, payload.get("agent", {}), self.run_dir / "checkpoints")
         try:
-            self.agent.load_state_dict(payload["agent"])
             self.agent.opt.load_state_dict(payload["optimizer"])
             self.step, self.updates, self.train_from = payload["step"], payload["updates"], payload["train_from"]
             self.driver.failures = payload.get("env_failures", 0)
