@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
 from worldmodels.driver import Driver
+from worldmodels.matmul import linear, onednn_enabled, set_onednn
 from worldmodels.memory import keep_freed_memory
 from worldmodels.setup import CONFIG_DIR, make_agent, make_env
 
@@ -50,18 +51,19 @@ def fake_batch(B: int, T: int, device: torch.device) -> dict[str, torch.Tensor]:
 
 
 def matmul_gflops(device: str) -> float:
-    """This machine's float32 matmul throughput on a head-sized product: the ceiling for an update."""
-    a, b = torch.randn(16384, 2560, device=device), torch.randn(2560, 256, device=device)
+    """This machine's float32 matmul throughput on a head-sized product, through the same `linear` the
+    networks use (oneDNN or MKL, see worldmodels/matmul.py): the ceiling for an update."""
+    a, b = torch.randn(16384, 2560, device=device), torch.randn(256, 2560, device=device)
     for _ in range(3):
-        a @ b
+        linear(a, b)
     if device.startswith("cuda"):
         torch.cuda.synchronize()  # the warm-up must not run into the timed part
     began = time.perf_counter()
     for _ in range(10):
-        a @ b
+        linear(a, b)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return 10 * 2 * a.shape[0] * a.shape[1] * b.shape[1] / (time.perf_counter() - began) / 1e9
+    return 10 * 2 * a.shape[0] * a.shape[1] * b.shape[0] / (time.perf_counter() - began) / 1e9
 
 
 def time_updates(size: str, device: str, repeats: int, compile_steps: bool) -> dict[str, float]:
@@ -119,9 +121,11 @@ def main() -> None:
     parser.add_argument("--env-steps", type=int, default=1000)
     parser.add_argument("--compile", action="store_true", help="torch.compile the recurrent step functions")
     parser.add_argument("--no-keep-memory", dest="keep_memory", action="store_false", help="leave glibc's malloc as it is")
+    parser.add_argument("--no-onednn", dest="onednn", action="store_false", help="every linear layer through MKL (run.onednn=false)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    set_onednn(args.onednn)
     if args.keep_memory:  # as `python -m worldmodels.train` does by default (run.keep_memory)
         keep_freed_memory()
     rows = {}
@@ -151,6 +155,7 @@ def main() -> None:
         "matmul_gflop_per_s": peak,
         "compile": args.compile,
         "keep_memory": args.keep_memory,
+        "onednn": onednn_enabled(),
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "sizes": rows,

@@ -92,10 +92,9 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
         _int(cfg, "run.max_env_failures", 0)
         _int(cfg, "run.max_nonfinite", 1)
         _int(cfg, "replay.chunk", 1)
-        if not isinstance(_get(cfg, "run.keep_memory"), bool):
-            raise UserError(f"config value run.keep_memory={_get(cfg, 'run.keep_memory')!r} is invalid: expected true or false")
-        if not isinstance(_get(cfg, "replay.persist"), bool):
-            raise UserError(f"config value replay.persist={_get(cfg, 'replay.persist')!r} is invalid: expected true or false")
+        for key in ("run.keep_memory", "run.onednn", "replay.persist"):
+            if not isinstance(_get(cfg, key), bool):
+                raise UserError(f"config value {key}={_get(cfg, key)!r} is invalid: expected true or false")
         _choice(cfg, "run.eval_mode", ("mode", "sample"))
         _int(cfg, "batch.size", 1)
         _int(cfg, "batch.length", 2)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from worldmodels.matmul import linear
+
 
 def init_linear_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) -> None:
     """Truncated normal with std sqrt(scale / fan_in), as in DreamerV3 (clipped at 2 std)."""
@@ -25,6 +27,9 @@ class Linear(nn.Linear):
             init_linear_(self.weight, fan_in or inp, scale)
         if bias:
             nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
 
 
 class BlockLinear(nn.Module):

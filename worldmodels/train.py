@@ -27,6 +27,7 @@ from worldmodels.logger import Logger, truncate_metrics
 from worldmodels.replay import Replay
 from worldmodels.replay_store import ChunkStore
 from worldmodels.report import replay_openloop
+from worldmodels.matmul import set_onednn
 from worldmodels.memory import keep_freed_memory
 from worldmodels.setup import CONFIG_DIR, entry_point, make_agent, make_env, seed_everything, set_threads, to_torch
 from worldmodels.video import add_gif, save_gif
@@ -283,6 +284,7 @@ def train(cfg: DictConfig) -> Path:
     validate(cfg)
     seed_everything(cfg.seed)
     set_threads(cfg.run.threads)
+    set_onednn(cfg.run.onednn)
     if cfg.run.keep_memory:
         keep_freed_memory()
     run_dir, payload = prepare_run_dir(cfg)

@@ -1,0 +1,83 @@
+"""The oneDNN linear path computes what F.linear computes, values and gradients, eager and compiled."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from worldmodels import matmul
+from worldmodels.matmul import available, linear, onednn_enabled, set_onednn
+
+pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch build has no oneDNN linear op")
+
+
+@pytest.fixture
+def onednn_always(monkeypatch):
+    """Route even tiny products through oneDNN, so the test shapes exercise it."""
+    monkeypatch.setattr(matmul, "MIN_MACS", 0)
+    set_onednn(True)
+    yield
+    set_onednn(True)
+
+
+def grads(fn, x, w, b):
+    y = fn(x, w, b)
+    g = torch.linspace(-1, 1, y.numel()).reshape(y.shape)
+    return (y, *torch.autograd.grad(y, [t for t in (x, w, b) if t is not None], g))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("lead", [(37,), (3, 5), (0,)])
+def test_values_and_gradients_match_f_linear(onednn_always, bias, lead):
+    torch.manual_seed(0)
+    x = torch.randn(*lead, 24, requires_grad=True)
+    w = torch.randn(10, 24, requires_grad=True)
+    b = torch.randn(10, requires_grad=True) if bias else None
+    ours, ref = grads(linear, x, w, b), grads(F.linear, x, w, b)
+    assert ours[0].shape == (*lead, 10)
+    for a, r in zip(ours, ref):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+
+
+def test_strided_input_and_frozen_input(onednn_always):
+    torch.manual_seed(1)
+    x = torch.randn(24, 40)[:, ::2].T  # (20, 24), not contiguous
+    w = torch.randn(6, 24, requires_grad=True)
+    y = linear(x, w)
+    torch.testing.assert_close(y, F.linear(x, w), rtol=1e-5, atol=1e-5)
+    (gw,) = torch.autograd.grad(y.sum(), [w])  # input needs no gradient: only the weight's is formed
+    torch.testing.assert_close(gw, x.sum(0).expand(6, 24), rtol=1e-5, atol=1e-4)
+
+
+def test_small_products_and_disabled_path_are_exactly_f_linear(monkeypatch):
+    torch.manual_seed(2)
+    x, w, b = torch.randn(8, 16), torch.randn(4, 16), torch.randn(4)
+    assert torch.equal(linear(x, w, b), F.linear(x, w, b))  # 512 MACs: under MIN_MACS
+    monkeypatch.setattr(matmul, "MIN_MACS", 0)
+    set_onednn(False)
+    try:
+        assert not onednn_enabled()
+        assert torch.equal(linear(x, w, b), F.linear(x, w, b))
+        assert torch.equal(linear(x.double(), w.double(), b.double()), F.linear(x.double(), w.double(), b.double()))
+    finally:
+        set_onednn(True)
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_layer_matches_eager(onednn_always):
+    torch.manual_seed(3)
+    x = torch.randn(64, 24, requires_grad=True)
+    w = torch.randn(10, 24, requires_grad=True)
+    b = torch.randn(10, requires_grad=True)
+
+    def layer(x, w, b):
+        return F.silu(linear(x, w, b)).square().sum()
+
+    compiled = torch.compile(layer, dynamic=False)
+    eager_grads = torch.autograd.grad(layer(x, w, b), [x, w, b])
+    compiled_grads = torch.autograd.grad(compiled(x, w, b), [x, w, b])
+    for a, r in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4)

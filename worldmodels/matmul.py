@@ -1,0 +1,87 @@
+"""Linear layers on the CPU through oneDNN instead of MKL, where that is faster.
+
+PyTorch runs a float32 `F.linear` on the CPU as an MKL GEMM. On the AMD EPYC CPUs of our CI and
+benchmark machines, MKL's kernels reach about 170 GFLOP/s on the update's big head layers and half
+that on layers with 256 inputs, while oneDNN's (also inside PyTorch, as `mkldnn._linear_pointwise`)
+reach 200 to 220 GFLOP/s on the same shapes (`python benchmarks/matmul.py`). oneDNN costs about 15 us
+more per call, so products under `MIN_MACS` multiply-adds stay with MKL.
+
+The forward pass and the input gradient run through oneDNN; the weight gradient stays an MKL GEMM,
+which measured as fast or faster there. The op is a `torch.library` custom op, so torch.compile keeps it
+as one opaque call (inductor's own lowering of the mkldnn op is for inference with packed weights only).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
+
+MIN_MACS = 1 << 22  # rows * inputs * outputs below which MKL's lower per-call cost wins
+_enabled = True
+
+
+def available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def set_onednn(enabled: bool) -> None:
+    """Route big float32 CPU linear layers through oneDNN (the default) or leave them all to MKL."""
+    global _enabled
+    _enabled = bool(enabled) and available()
+
+
+def onednn_enabled() -> bool:
+    return _enabled
+
+
+@torch.library.custom_op("worldmodels::onednn_linear", mutates_args=())
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x (N, I) @ weight (O, I)^T + bias, both 2-D; weight may be a transposed view."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+@onednn_linear.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty(x.shape[0], weight.shape[0])
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad: torch.Tensor):
+    x, weight = ctx.saved_tensors
+    grad = grad.contiguous()
+    grad_x = onednn_linear(grad, weight.t(), None) if ctx.needs_input_grad[0] else None
+    grad_w = grad.t() @ x if ctx.needs_input_grad[1] else None
+    grad_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+    return grad_x, grad_w, grad_b
+
+
+onednn_linear.register_autograd(_backward, setup_context=_setup_context)
+
+
+@register_flop_formula(torch.ops.worldmodels.onednn_linear)
+def _flops(x_shape, w_shape, *args, **kwargs) -> int:
+    """So that FlopCounterMode (benchmarks/speed.py) counts these matmuls like F.linear's."""
+    return 2 * x_shape[0] * x_shape[1] * w_shape[0]
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear`, through oneDNN for big float32 products on the CPU (see the module docstring)."""
+    rows = x.numel() // max(1, x.shape[-1])
+    if (
+        not _enabled
+        or x.device.type != "cpu"
+        or x.dtype != torch.float32
+        or weight.dtype != torch.float32
+        or rows * weight.shape[0] * weight.shape[1] < MIN_MACS
+        or torch.is_autocast_enabled("cpu")
+    ):
+        return F.linear(x, weight, bias)
+    y = onednn_linear(x.reshape(rows, x.shape[-1]), weight, bias)
+    return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+set_onednn(True)
