@@ -123,8 +123,9 @@ def main() -> None:
             save(results, args)
     summary = save(results, args)
     for task, row in summary.get("final", {}).items():
-        verdict = "meets" if row["mean"] >= TARGETS.get(task, float("-inf")) else "misses"
-        print(f"{task}: mean final eval return {row['mean']:.1f} over {row['seeds']} seeds ({verdict} target {TARGETS.get(task)}), "
+        target = TARGETS.get(task)
+        verdict = "" if target is None else f" ({'meets' if row['mean'] >= target else 'misses'} target {target})"
+        print(f"{task}: mean final eval return {row['mean']:.1f} over {row['seeds']} seeds{verdict}, "
               f"{row['wall_min_mean']:.1f} min per run; per seed: {row['per_seed']}")
     print(f"saved {args.out / 'learning.json'} and {args.out / 'learning.png'}")
 

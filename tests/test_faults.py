@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,6 +155,26 @@ def test_kill_9_then_resume(tmp_path):
     for path in ChunkStore(run_dir / "replay").files():
         with np.load(path, allow_pickle=False) as data:
             assert len(data["is_first"]) > 0
+
+
+def test_sigterm_saves_the_current_step_and_exits_with_one_line(tmp_path):
+    """A preempted run (SIGTERM) checkpoints where it is, not at its last periodic save, and resumes there."""
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "worldmodels.train", "env=dummy", "model=debug", "run.progress=false", "run.eval_every=0",
+            "run.save_every=100000", "run.log_every=50", "replay.chunk=25", "run.threads=1", f"run.dir={run_dir}"]
+    proc = subprocess.Popen([*args, "run.steps=100000"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr[-3000:]
+    assert re.search(r"error: interrupted at step (\d+); checkpoint saved", stderr.strip().splitlines()[-1])
+    stopped_at = int(re.search(r"interrupted at step (\d+)", stderr).group(1))
+    assert stopped_at >= 150 and load_checkpoint(run_dir / "checkpoints")["step"] == stopped_at
+    done = subprocess.run([*args, f"run.steps={stopped_at + 20}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and f"resuming {run_dir} at step {stopped_at}" in done.stderr, done.stderr[-3000:]
 
 
 def test_a_run_that_died_before_its_first_checkpoint_starts_again_and_keeps_its_replay(tmp_path):

@@ -6,8 +6,11 @@ where its last checkpoint left it: counters, weights, optimiser, normaliser, RNG
 
 from __future__ import annotations
 
+import contextlib
 import random
+import signal
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -279,6 +282,25 @@ class Trainer:
             self.eval_driver.env.close()
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a scheduler's preemption, `kill`, a container stop) ends a run like Ctrl-C does: with a
+    checkpoint of the current step. Background jobs of a shell ignore SIGINT, so it is often the only
+    polite signal that reaches them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def train(cfg: DictConfig) -> Path:
     """Validate, build, train (or resume); returns the run folder. Bad input raises UserError before anything is written."""
     validate(cfg)
@@ -303,7 +325,8 @@ def train(cfg: DictConfig) -> Path:
         loaded = trainer.replay.load()  # steps a run that died before its first checkpoint already collected
         print(f"run folder: {run_dir}" + (f" ({loaded} replay steps reused)" if loaded else ""), file=sys.stderr)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    trainer.run()
+    with sigterm_as_interrupt():
+        trainer.run()
     print(f"done: {trainer.step} env steps, {trainer.updates} updates; checkpoint {run_dir / 'checkpoints' / 'latest'}", file=sys.stderr)
     return run_dir
 
