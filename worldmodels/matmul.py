@@ -1,9 +1,9 @@
 """Linear layers on the CPU through oneDNN instead of MKL, where that is faster.
 
-PyTorch runs a float32 `F.linear` on the CPU as an MKL GEMM. On the AMD EPYC CPUs of our CI and
-benchmark machines, MKL's kernels reach about 170 GFLOP/s on the update's big head layers and half
-that on layers with 256 inputs, while oneDNN's (also inside PyTorch, as `mkldnn._linear_pointwise`)
-reach 200 to 220 GFLOP/s on the same shapes (`python benchmarks/matmul.py`). oneDNN costs about 15 us
+PyTorch runs a float32 `F.linear` on the CPU as an MKL GEMM. On the 2-core AMD EPYC (Zen 4) machine
+the benchmarks ran on, MKL reaches about 170 GFLOP/s forward on the update's biggest head layer and
+about 100 on the 256-input ones, while oneDNN (also inside PyTorch, as `mkldnn._linear_pointwise`)
+reaches about 200 on both (`python benchmarks/matmul.py` measures each shape). oneDNN costs about 15 us
 more per call, so products under `MIN_MACS` multiply-adds stay with MKL.
 
 The forward pass and the input gradient run through oneDNN; the weight gradient stays an MKL GEMM,
