@@ -1,9 +1,9 @@
 """Linear layers on the CPU through oneDNN instead of MKL, where that is faster.
 
 PyTorch runs a float32 `F.linear` on the CPU as an MKL GEMM. On the 2-core AMD EPYC (Zen 4) machine
-the benchmarks ran on, MKL reaches about 170 GFLOP/s forward on the update's biggest head layer and
-about 100 on the 256-input ones, while oneDNN (also inside PyTorch, as `mkldnn._linear_pointwise`)
-reaches about 200 on both (`python benchmarks/matmul.py` measures each shape). oneDNN costs about 15 us
+the benchmarks ran on, MKL reaches about 177 GFLOP/s forward on the update's biggest head layer
+(16384 x 2560 -> 256) and 93 on the two-hot output layers (256 -> 255), while oneDNN (also inside
+PyTorch, as `mkldnn._linear_pointwise`) reaches 217 and 191 (`python benchmarks/matmul.py`). oneDNN costs about 15 us
 more per call, so products under `MIN_MACS` multiply-adds stay with MKL.
 
 The forward pass and the input gradient run through oneDNN; the weight gradient stays an MKL GEMM,
