@@ -131,8 +131,9 @@ def main() -> None:
 
 
 def save(results: dict, args: argparse.Namespace) -> dict:
+    scores = published(args.overrides)
     summary = {"settings": RECOMMENDED[args.suite] + list(args.overrides), "steps": args.steps, "targets": TARGETS,
-               "published": {t: published(args.overrides)[t] for t in results if t in published(args.overrides)}, "tasks": results}
+               "published": {t: scores[t] for t in results if t in scores}, "tasks": results}
     for task, seeds in results.items():
         finals = [s["curve"][-1][1] for s in seeds.values() if s["curve"] and not s.get("unfinished")]
         if finals:
@@ -159,7 +160,7 @@ def save(results: dict, args: argparse.Namespace) -> dict:
                             label=f"seed {seed}" + (" (unfinished)" if run.get("unfinished") else ""))
             if task in TARGETS:
                 ax.axhline(TARGETS[task], color="k", ls="--", lw=1, label="target")
-            points = [(x, y) for x, y in published(args.overrides).get(task, {}).items() if x <= args.steps]
+            points = [(x, y) for x, y in scores.get(task, {}).items() if x <= args.steps]
             if points:  # walker-walk is only published at 500k steps: nothing to draw within 100k
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, "k*", ms=9, label="DreamerV3 published")

@@ -16,11 +16,13 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
 MIN_MACS = 1 << 22  # rows * inputs * outputs below which MKL's lower per-call cost wins
-_enabled = True
 
 
 def available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+_enabled = available()  # on wherever the op exists; set_onednn(False) turns it off
 
 
 def set_onednn(enabled: bool) -> None:
@@ -82,6 +84,3 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         return F.linear(x, weight, bias)
     y = onednn_linear(x.reshape(rows, x.shape[-1]), weight, bias)
     return y.reshape(*x.shape[:-1], weight.shape[0])
-
-
-set_onednn(True)
