@@ -52,18 +52,19 @@ class BlockLinear(nn.Module):
         y = self.grouped(x)
         return y.reshape(*y.shape[:-2], -1)
 
-    def grouped(self, x: torch.Tensor) -> torch.Tensor:
+    def grouped(self, x: torch.Tensor, detach_weight: bool = False) -> torch.Tensor:
         """Output as (..., blocks, out/blocks), left in the batched matmul's block-major memory order.
 
         Reshaping it to (..., out) copies it; callers that work per block (the GRU gates) or that add
         a contiguous tensor first (whose layout the sum then takes) avoid that copy.
         """
         lead = x.shape[:-1]
+        weight = self.weight.detach() if detach_weight else self.weight
         x = x.reshape(-1, self.blocks, x.shape[-1] // self.blocks).transpose(0, 1)  # (G, N, I)
         if self.bias is None:
-            y = torch.bmm(x, self.weight)
+            y = torch.bmm(x, weight)
         else:  # the bias is added inside the matmul, not as a pass over the (strided) output
-            y = torch.baddbmm(self.bias.view(self.blocks, 1, -1), x, self.weight)
+            y = torch.baddbmm(self.bias.view(self.blocks, 1, -1), x, weight)
         y = y.transpose(0, 1)  # (N, G, O), stored (G, N, O)
         return y.reshape(*lead, *y.shape[-2:])
 

@@ -9,10 +9,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from worldmodels.deferred_grad import deferred_slots
 from worldmodels.distributions import sample_onehot, unimix_logits
+from worldmodels.matmul import linear
 from worldmodels.nets import MLP, BlockLinear, Linear, NormAct, RMSNorm
 
 State = dict[str, torch.Tensor]
+Slots = dict[str, torch.Tensor] | None  # per-layer zero slots of one step (see deferred_grad.py)
+Taps = dict[str, torch.Tensor]  # per-layer inputs of one step, for the deferred weight gradients
+
+# The layers of the observe loop whose weight gradients are deferred, and their output shapes per row.
+DEFERRED = ("in_deter", "in_stoch", "gru_hidden_shared", "gru_hidden", "gru_gates", "post_deter", "post_out")
 
 
 class RSSM(nn.Module):
@@ -23,6 +30,8 @@ class RSSM(nn.Module):
         action_dim: size of the (one-hot or continuous) action vector.
         deter, hidden, stoch, classes, blocks: widths from the size preset.
         unimix: uniform mixture of the prior and posterior categoricals.
+        defer_grads: compute the observe loop's weight gradients once per sequence (deferred_grad.py);
+            the same gradients, faster on the CPU.
     """
 
     def __init__(
@@ -35,11 +44,13 @@ class RSSM(nn.Module):
         classes: int = 4,
         blocks: int = 8,
         unimix: float = 0.01,
+        defer_grads: bool = True,
     ):
         super().__init__()
         if deter % blocks:
             raise ValueError(f"model.deter={deter} must be divisible by model.blocks={blocks}")
         self.deter, self.stoch, self.classes, self.blocks, self.unimix = deter, stoch, classes, blocks, unimix
+        self.hidden, self.defer_grads = hidden, defer_grads
         self.feat_dim = deter + stoch * classes
         # Inputs to the GRU: deter, stoch and action each through Linear -> Norm -> SiLU.
         self.in_deter = NormAct(deter, hidden)
@@ -79,18 +90,50 @@ class RSSM(nn.Module):
         action = action / torch.clamp(action.detach().abs(), min=1.0)
         return self.in_action(action)
 
-    def _gru(self, deter: torch.Tensor, stoch: torch.Tensor, action_in: torch.Tensor) -> torch.Tensor:
-        """One block-GRU step; every block sees the shared inputs and only its own slice of deter."""
+    def _gru(self, deter: torch.Tensor, stoch: torch.Tensor, action_in: torch.Tensor, slots: Slots = None) -> tuple[torch.Tensor, Taps]:
+        """One block-GRU step; every block sees the shared inputs and only its own slice of deter.
+
+        With `slots` (see `observe`), the weights are used detached and each layer's input is returned in
+        `taps`, for the weight gradients that `DeferredWeightGrad` computes once for the whole sequence.
+        """
         n, g = deter.shape[0], self.blocks
-        shared = torch.cat([self.in_deter(deter), self.in_stoch(stoch.reshape(n, -1)), action_in], -1)
+        stoch = stoch.reshape(n, -1)
+        taps = {} if slots is None else {"in_deter": deter, "in_stoch": stoch, "gru_hidden": deter.reshape(n, g, -1)}
+        shared = torch.cat([self._norm_act("in_deter", deter, slots), self._norm_act("in_stoch", stoch, slots), action_in], -1)
         # Block outputs stay (n, g, ·) in block-major memory; each sum or blend below starts from a
         # contiguous operand, whose layout the result takes, so no (n, 3 * deter) copy is made.
-        x = self.gru_hidden_shared(shared).reshape(n, g, -1) + self.gru_hidden.grouped(deter)
+        x = self._dense("gru_hidden_shared", shared, slots).reshape(n, g, -1) + self._block("gru_hidden", deter, slots)
         x = torch.nn.functional.silu(self.gru_hidden_norm(x.reshape(n, -1)))
-        reset, cand, update = self.gru_gates.grouped(x).unflatten(-1, (3, -1)).unbind(2)
+        if slots is not None:
+            taps.update(gru_hidden_shared=shared, gru_gates=x.reshape(n, g, -1))
+        reset, cand, update = self._block("gru_gates", x, slots).unflatten(-1, (3, -1)).unbind(2)
         cand = torch.tanh(torch.sigmoid(reset) * cand)
         update = torch.sigmoid(update - 1.0)
-        return torch.lerp(deter.reshape(n, g, -1), cand, update).reshape(n, -1)
+        return torch.lerp(deter.reshape(n, g, -1), cand, update).reshape(n, -1), taps
+
+    def _dense(self, name: str, x: torch.Tensor, slots: Slots) -> torch.Tensor:
+        """Layer `name` on x, or with its weight detached plus its slot when gradients are deferred."""
+        layer = getattr(self, name)
+        if slots is None or name not in slots:
+            return layer(x)
+        return linear(x, layer.weight.detach(), layer.bias) + slots[name]
+
+    def _norm_act(self, name: str, x: torch.Tensor, slots: Slots) -> torch.Tensor:
+        unit = getattr(self, name)
+        if slots is None or name not in slots:
+            return unit(x)
+        lin, norm, act = unit
+        return act(norm(linear(x, lin.weight.detach(), lin.bias) + slots[name]))
+
+    def _block(self, name: str, x: torch.Tensor, slots: Slots) -> torch.Tensor:
+        layer = getattr(self, name)
+        if slots is None or name not in slots:
+            return layer.grouped(x)
+        return layer.grouped(x, detach_weight=True) + slots[name]
+
+    def _weight(self, name: str) -> torch.Tensor:
+        layer = getattr(self, name)
+        return layer[0].weight if isinstance(layer, NormAct) else layer.weight
 
     def _stoch_logits(self, hidden: torch.Tensor, out: nn.Module) -> torch.Tensor:
         logits = out(hidden).reshape(*hidden.shape[:-1], self.stoch, self.classes)
@@ -99,9 +142,11 @@ class RSSM(nn.Module):
     def prior_logits(self, deter: torch.Tensor) -> torch.Tensor:
         return self._stoch_logits(self.prior_net(deter), self.prior_out)
 
-    def post_logits(self, deter: torch.Tensor, embed_in: torch.Tensor) -> torch.Tensor:
-        hidden = torch.nn.functional.silu(self.post_norm(self.post_deter(deter) + embed_in))
-        return self._stoch_logits(hidden, self.post_out)
+    def post_logits(self, deter: torch.Tensor, embed_in: torch.Tensor, slots: Slots = None) -> tuple[torch.Tensor, Taps]:
+        hidden = torch.nn.functional.silu(self.post_norm(self._dense("post_deter", deter, slots) + embed_in))
+        logits = self._dense("post_out", hidden, slots).reshape(*hidden.shape[:-1], self.stoch, self.classes)
+        taps = {} if slots is None else {"post_deter": deter, "post_out": hidden}
+        return unimix_logits(logits, self.unimix), taps
 
     # -- interface -----------------------------------------------------------------------------
     def observe(
@@ -125,8 +170,13 @@ class RSSM(nn.Module):
         embed_in = self.post_embed(embed)
         deter, stoch = state["deter"], state["stoch"]
         deters, stochs, logits = [], [], []
+        inputs, slots = self._deferred_slots(T, B)
         for t in range(T):
-            deter, post, stoch = self._observe_step(deter, stoch, keep[:, t, None], action_in[:, t], embed_in[:, t])
+            step_slots = None if slots is None else {name: s[t] for name, s in slots.items()}
+            deter, post, stoch, taps = self._observe_step(deter, stoch, keep[:, t, None], action_in[:, t], embed_in[:, t], step_slots)
+            for name, x in taps.items():
+                if name in inputs:  # a frozen layer has none
+                    inputs[name].append(x.detach())
             deters.append(deter)
             stochs.append(stoch)
             logits.append(post)
@@ -134,17 +184,33 @@ class RSSM(nn.Module):
         prior = self.prior_logits(post_state["deter"])
         return post_state, prior, {"deter": deter, "stoch": stoch}
 
+    def _deferred_slots(self, T: int, B: int) -> tuple[dict[str, list], dict[str, tuple[torch.Tensor, ...]] | None]:
+        """Per-layer input lists and zero slots for a T-step loop, or no slots where no weight gradient
+        is wanted (acting, reports) or deferral is off (see deferred_grad.py)."""
+        names = [n for n in DEFERRED if self._weight(n).requires_grad]
+        if not (self.defer_grads and torch.is_grad_enabled() and names):
+            return {}, None
+        inputs = {name: [] for name in names}
+        shapes = {
+            "in_deter": (self.hidden,), "in_stoch": (self.hidden,), "gru_hidden_shared": (self.deter,),
+            "gru_hidden": (self.blocks, self.deter // self.blocks), "gru_gates": (self.blocks, 3 * self.deter // self.blocks),
+            "post_deter": (self.hidden,), "post_out": (self.stoch * self.classes,),
+        }
+        slots = {name: deferred_slots(self._weight(name), T, (B, *shapes[name]), inputs[name]) for name in names}
+        return inputs, slots
+
     def _observe_step(
-        self, deter: torch.Tensor, stoch: torch.Tensor, keep: torch.Tensor, action_in: torch.Tensor, embed_in: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, deter: torch.Tensor, stoch: torch.Tensor, keep: torch.Tensor, action_in: torch.Tensor, embed_in: torch.Tensor,
+        slots: Slots = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Taps]:
         """One filtering step (reset where keep is 0, GRU, posterior, sample): the unit torch.compile sees."""
-        deter = self._gru(deter * keep, stoch * keep[..., None], action_in)
-        post = self.post_logits(deter, embed_in)
-        return deter, post, sample_onehot(post)
+        deter, taps = self._gru(deter * keep, stoch * keep[..., None], action_in, slots)
+        post, post_taps = self.post_logits(deter, embed_in, slots)
+        return deter, post, sample_onehot(post), {**taps, **post_taps}
 
     def imagine_step(self, state: State, action: torch.Tensor) -> State:
         """Step the prior forward: (B, ...) state and (B, A) action -> next state sampled from the prior."""
-        deter = self._gru(state["deter"], state["stoch"], self.action_input(action))
+        deter, _ = self._gru(state["deter"], state["stoch"], self.action_input(action))
         stoch = sample_onehot(self.prior_logits(deter))
         return {"deter": deter, "stoch": stoch}
 
