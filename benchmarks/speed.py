@@ -66,11 +66,12 @@ def matmul_gflops(device: str) -> float:
     return 10 * 2 * a.shape[0] * a.shape[1] * b.shape[0] / (time.perf_counter() - began) / 1e9
 
 
-def time_updates(size: str, device: str, repeats: int, compile_steps: bool) -> dict[str, float]:
+def time_updates(size: str, device: str, repeats: int, compile_steps: bool, defer_grads: bool) -> dict[str, float]:
     with initialize_config_dir(CONFIG_DIR, version_base=None):
         cfg = compose("config", [f"model={size}", f"device={device}"])
     torch.manual_seed(0)
     agent = make_agent(cfg, VectorTask)
+    agent.wm.rssm.defer_grads = defer_grads
     batch = fake_batch(cfg.batch.size, cfg.batch.length, agent.device)
     with FlopCounterMode(display=False) as flops:  # matmul FLOPs of one whole update, forward and backward
         agent.train_step(batch)
@@ -122,6 +123,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the recurrent step functions")
     parser.add_argument("--no-keep-memory", dest="keep_memory", action="store_false", help="leave glibc's malloc as it is")
     parser.add_argument("--no-onednn", dest="onednn", action="store_false", help="every linear layer through MKL (run.onednn=false)")
+    parser.add_argument("--no-defer", dest="defer", action="store_false", help="per-step weight gradients in the observe loop (run.defer_grads=false)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/speed.json (speed_compile.json with --compile)")
     args = parser.parse_args()
     args.out = args.out or ROOT / "benchmarks" / "results" / ("speed_compile.json" if args.compile else "speed.json")
@@ -133,7 +135,7 @@ def main() -> None:
     peak = matmul_gflops(args.device)
     print(f"matmul throughput: {peak:.0f} GFLOP/s (float32, {args.threads} threads)", flush=True)
     for size in args.sizes:
-        row = time_updates(size, args.device, args.repeats, args.compile)
+        row = time_updates(size, args.device, args.repeats, args.compile, args.defer)
         # The matmuls alone at the measured throughput: no implementation of the same math can go below it.
         row["matmul_floor_s"] = row["gflop_per_update"] / peak
         row["env_steps_per_s"] = time_env_steps(size, args.device, args.env_steps)
@@ -157,6 +159,7 @@ def main() -> None:
         "compile": args.compile,
         "keep_memory": args.keep_memory,
         "onednn": onednn_enabled(),
+        "defer_grads": args.defer,
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "sizes": rows,

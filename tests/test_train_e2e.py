@@ -229,6 +229,7 @@ def test_resume_names_a_folder_without_checkpoint(tmp_path: Path):
         ("agent.bins=4", "agent.bins"),
         ("model=size3m", "model/size3m"),
         ("no_such_key=1", "no_such_key"),
+        ("run.defer_grads=sometimes", "run.defer_grads"),
     ],
 )
 def test_bad_config_gives_one_line_error_and_writes_nothing(tmp_path: Path, override: str, words: str):

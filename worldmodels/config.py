@@ -92,7 +92,7 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
         _int(cfg, "run.max_env_failures", 0)
         _int(cfg, "run.max_nonfinite", 1)
         _int(cfg, "replay.chunk", 1)
-        for key in ("run.keep_memory", "run.onednn", "replay.persist"):
+        for key in ("run.keep_memory", "run.onednn", "run.defer_grads", "replay.persist"):
             if not isinstance(_get(cfg, key), bool):
                 raise UserError(f"config value {key}={_get(cfg, key)!r} is invalid: expected true or false")
         _choice(cfg, "run.eval_mode", ("mode", "sample"))

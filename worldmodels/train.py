@@ -99,6 +99,7 @@ class Trainer:
         self.env = make_env(cfg.env, cfg.seed)
         self.eval_env = make_env(cfg.env, cfg.seed + 10_000)
         self.agent = make_agent(cfg, self.env)
+        self.agent.wm.rssm.defer_grads = cfg.run.defer_grads
         if cfg.run.compile:
             self.agent.compile_steps()
         store = ChunkStore(run_dir / "replay") if cfg.replay.persist else None
