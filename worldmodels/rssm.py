@@ -11,7 +11,10 @@ from torch import nn
 
 from worldmodels.deferred_grad import deferred_slots
 from worldmodels.distributions import sample_onehot, unimix_logits
+from worldmodels import matmul
 from worldmodels.matmul import linear
+from worldmodels.packed_linear import available as packing_available
+from worldmodels.packed_linear import new_handle, packed_linear
 from worldmodels.nets import MLP, BlockLinear, Linear, NormAct, RMSNorm
 
 State = dict[str, torch.Tensor]
@@ -51,6 +54,7 @@ class RSSM(nn.Module):
             raise ValueError(f"model.deter={deter} must be divisible by model.blocks={blocks}")
         self.deter, self.stoch, self.classes, self.blocks, self.unimix = deter, stoch, classes, blocks, unimix
         self.hidden, self.defer_grads = hidden, defer_grads
+        self._handles = {name: new_handle(self) for name in DEFERRED} if packing_available() else None
         self.feat_dim = deter + stoch * classes
         # Inputs to the GRU: deter, stoch and action each through Linear -> Norm -> SiLU.
         self.in_deter = NormAct(deter, hidden)
@@ -116,20 +120,34 @@ class RSSM(nn.Module):
         layer = getattr(self, name)
         if slots is None or name not in slots:
             return layer(x)
-        return linear(x, layer.weight.detach(), layer.bias) + slots[name]
+        return self._loop_linear(name, layer, x) + slots[name]
 
     def _norm_act(self, name: str, x: torch.Tensor, slots: Slots) -> torch.Tensor:
         unit = getattr(self, name)
         if slots is None or name not in slots:
             return unit(x)
         lin, norm, act = unit
-        return act(norm(linear(x, lin.weight.detach(), lin.bias) + slots[name]))
+        return act(norm(self._loop_linear(name, lin, x) + slots[name]))
 
     def _block(self, name: str, x: torch.Tensor, slots: Slots) -> torch.Tensor:
         layer = getattr(self, name)
         if slots is None or name not in slots:
             return layer.grouped(x)
         return layer.grouped(x, detach_weight=True) + slots[name]
+
+    def _loop_linear(self, name: str, layer: Linear, x: torch.Tensor) -> torch.Tensor:
+        """The layer with its weight detached, through a packed copy of the weight where that pays
+        (float32 on the CPU, products above matmul.MIN_MACS; see packed_linear.py)."""
+        weight = layer.weight.detach()
+        if (
+            self._handles is not None
+            and x.device.type == "cpu"
+            and x.dtype == weight.dtype == torch.float32
+            and x.dim() == 2
+            and x.shape[0] * weight.numel() >= matmul.MIN_MACS
+        ):
+            return packed_linear(x, weight, layer.bias, self._handles[name])
+        return linear(x, weight, layer.bias)
 
     def _weight(self, name: str) -> torch.Tensor:
         layer = getattr(self, name)
