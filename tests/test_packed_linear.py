@@ -94,3 +94,13 @@ def test_rssm_observe_with_packed_weights_has_plain_gradients(monkeypatch):
     assert set(grads[0]) == set(grads[1])
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_flop_counter_counts_forward_and_input_gradient_once():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    owner = Owner()
+    x = torch.randn(16, 32, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        packed_linear.packed_linear(x, torch.randn(8, 32), None, new_handle(owner)).sum().backward()
+    assert counter.get_total_flops() == 2 * (2 * 16 * 32 * 8)
