@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from worldmodels import matmul
 from worldmodels.deferred_grad import deferred_slots
 from worldmodels.distributions import sample_onehot, unimix_logits
-from worldmodels import matmul
 from worldmodels.matmul import linear
 from worldmodels.packed_linear import available as packing_available
 from worldmodels.packed_linear import new_handle, packed_linear
@@ -21,7 +21,7 @@ State = dict[str, torch.Tensor]
 Slots = dict[str, torch.Tensor] | None  # per-layer zero slots of one step (see deferred_grad.py)
 Taps = dict[str, torch.Tensor]  # per-layer inputs of one step, for the deferred weight gradients
 
-# The layers of the observe loop whose weight gradients are deferred, and their output shapes per row.
+# The layers of the observe loop whose weight gradients are deferred (see observe).
 DEFERRED = ("in_deter", "in_stoch", "gru_hidden_shared", "gru_hidden", "gru_gates", "post_deter", "post_out")
 
 
@@ -137,10 +137,11 @@ class RSSM(nn.Module):
 
     def _loop_linear(self, name: str, layer: Linear, x: torch.Tensor) -> torch.Tensor:
         """The layer with its weight detached, through a packed copy of the weight where that pays
-        (float32 on the CPU, products above matmul.MIN_MACS; see packed_linear.py)."""
+        (float32 on the CPU, products above matmul.MIN_MACS, oneDNN on; see packed_linear.py)."""
         weight = layer.weight.detach()
         if (
             self._handles is not None
+            and matmul.onednn_enabled()
             and x.device.type == "cpu"
             and x.dtype == weight.dtype == torch.float32
             and x.dim() == 2
