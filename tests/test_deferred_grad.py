@@ -70,7 +70,7 @@ def test_rssm_observe_gradients_same_with_deferred_weight_grads(freeze):
 
 def test_rssm_defers_only_when_weight_gradients_are_wanted():
     rssm = RSSM(embed_dim=6, action_dim=3, deter=16, hidden=8, stoch=3, classes=4, blocks=4)
-    inputs, slots = rssm._deferred_slots(5, 2)
+    _, slots = rssm._deferred_slots(5, 2)
     assert set(slots) == set(DEFERRED) and all(len(s) == 5 for s in slots.values())
     with torch.no_grad():  # acting and reports: plain layers
         assert rssm._deferred_slots(5, 2) == ({}, None)

@@ -12,9 +12,9 @@ from worldmodels.distributions import (
     DiscretePolicy,
     NormalPolicy,
     kl_categorical,
-    softmax,
     mode_onehot,
     sample_onehot,
+    softmax,
     unimix_logits,
 )
 

@@ -18,10 +18,11 @@ pytest.importorskip("dm_control", reason="dm-control is not installed: pip insta
 
 import dm_env  # dm_control's own dependency
 from dm_control import suite
-from envtools import assert_same_trace, rollout
 
 import envs
 from envs.dmc import episode_flags, make_dmc, split_task
+
+from envtools import assert_same_trace, rollout
 
 
 @pytest.fixture

@@ -5,13 +5,14 @@ from __future__ import annotations
 import gymnasium
 import numpy as np
 import pytest
-from envtools import assert_same_trace, rollout
 from gymnasium import spaces
 
 import envs
 from envs.dummy import make_dummy
 from envs.gym import make_gym
 from envs.wrappers import ActionRepeat, DictObs, NormalizeAction, TimeLimit, default_mujoco_gl
+
+from envtools import assert_same_trace, rollout
 
 ALL_ENVS = [("gym", "CartPole-v1"), ("gym", "Pendulum-v1"), ("dummy", "discrete"), ("dummy", "continuous")]
 

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldmodels.conv import ConvDecoder, ConvEncoder
 from worldmodels.distributions import DiscretePolicy, NormalPolicy
 from worldmodels.nets import MLP, Linear
-from worldmodels.conv import ConvDecoder, ConvEncoder
 from worldmodels.transforms import symexp, symlog, twohot_loss, twohot_mean
 
 

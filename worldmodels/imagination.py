@@ -15,7 +15,6 @@ import torch
 
 from envs.sim_state import set_sim_state
 
-
 Arrays = dict[str, np.ndarray]
 FLAGS = ("reward", "is_first", "is_last", "is_terminal", "action")
 

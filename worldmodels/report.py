@@ -61,9 +61,8 @@ def write_report(report: dict[str, Any], out: Path, tb_dir: Path | None = None, 
     (out / "summary.json").write_text(json.dumps(public, indent=2))
     files = [out / "summary.json", *(plot_report(report, out) if "_example" in report else [])]  # no open-loop part: returns only
     if tb_dir is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
         import matplotlib.image
+        from torch.utils.tensorboard import SummaryWriter
 
         with SummaryWriter(str(tb_dir)) as tb:
             for key, value in scalars(report).items():

@@ -13,9 +13,9 @@ from worldmodels import matmul
 from worldmodels.deferred_grad import deferred_slots
 from worldmodels.distributions import sample_onehot, unimix_logits
 from worldmodels.matmul import linear
+from worldmodels.nets import MLP, BlockLinear, Linear, NormAct, RMSNorm
 from worldmodels.packed_linear import available as packing_available
 from worldmodels.packed_linear import new_handle, packed_linear
-from worldmodels.nets import MLP, BlockLinear, Linear, NormAct, RMSNorm
 
 State = dict[str, torch.Tensor]
 Slots = dict[str, torch.Tensor] | None  # per-layer zero slots of one step (see deferred_grad.py)

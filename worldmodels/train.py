@@ -27,11 +27,11 @@ from worldmodels.driver import Driver, EnvFailure
 from worldmodels.errors import UserError, exit_with
 from worldmodels.imagination import WorldModelPredictor
 from worldmodels.logger import Logger, truncate_metrics
+from worldmodels.matmul import set_onednn
+from worldmodels.memory import keep_freed_memory
 from worldmodels.replay import Replay
 from worldmodels.replay_store import ChunkStore
 from worldmodels.report import replay_openloop
-from worldmodels.matmul import set_onednn
-from worldmodels.memory import keep_freed_memory
 from worldmodels.setup import CONFIG_DIR, entry_point, make_agent, make_env, seed_everything, set_threads, to_torch
 from worldmodels.video import add_gif, save_gif
 
