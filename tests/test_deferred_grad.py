@@ -76,3 +76,25 @@ def test_rssm_defers_only_when_weight_gradients_are_wanted():
         assert rssm._deferred_slots(5, 2) == ({}, None)
     rssm.requires_grad_(False)
     assert rssm._deferred_slots(5, 2) == ({}, None)
+
+
+def test_compiled_observe_step_gradients_same_with_deferred_weight_grads():
+    """The step torch.compile sees takes the slots as inputs and returns the layer inputs: compiled with
+    and without deferral, the same sampled latents and the same gradients."""
+    results = []
+    for defer in (False, True):
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        rssm = RSSM(embed_dim=6, action_dim=3, deter=16, hidden=8, stoch=3, classes=4, blocks=4, defer_grads=defer)
+        rssm._observe_step = torch.compile(rssm._observe_step, dynamic=False)
+        embed = torch.randn(3, 5, 6)
+        is_first = torch.zeros(3, 5)
+        is_first[:, 0] = 1
+        post, prior, _ = rssm.observe(embed, torch.randn(3, 5, 3), is_first, rssm.initial(3))
+        ((post["deter"] ** 2).mean() + prior.mean() + (3 * post["stoch"]).sum()).backward()
+        results.append((post["stoch"].detach(), {n: p.grad for n, p in rssm.named_parameters() if p.grad is not None}))
+    torch._dynamo.reset()
+    torch.testing.assert_close(results[0][0], results[1][0])
+    assert set(results[0][1]) == set(results[1][1])
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(grad, results[1][1][name], rtol=1e-5, atol=1e-6, msg=name)
