@@ -12,7 +12,7 @@ def _recurrence(weight: torch.Tensor, xs: torch.Tensor, deferred: bool, block: b
     T, B = xs.shape[:2]
     out_shape = (B, weight.shape[0], weight.shape[2]) if block else (B, weight.shape[0])
     inputs: list = []
-    slots = deferred_slots(weight, T, out_shape, inputs) if deferred else None
+    slots = deferred_slots(weight, T, B, inputs) if deferred else None
     w = weight.detach() if deferred else weight
     h, loss = torch.zeros(out_shape), 0.0
     for t in range(T):
@@ -72,6 +72,9 @@ def test_rssm_defers_only_when_weight_gradients_are_wanted():
     rssm = RSSM(embed_dim=6, action_dim=3, deter=16, hidden=8, stoch=3, classes=4, blocks=4)
     _, slots = rssm._deferred_slots(5, 2)
     assert set(slots) == set(DEFERRED) and all(len(s) == 5 for s in slots.values())
+    shapes = {"in_deter": (2, 8), "in_stoch": (2, 8), "gru_hidden_shared": (2, 16), "gru_hidden": (2, 4, 4),
+              "gru_gates": (2, 4, 12), "post_deter": (2, 8), "post_out": (2, 12)}
+    assert {name: tuple(s[0].shape) for name, s in slots.items()} == shapes  # each slot as its layer's output
     with torch.no_grad():  # acting and reports: plain layers
         assert rssm._deferred_slots(5, 2) == ({}, None)
     rssm.requires_grad_(False)

@@ -43,6 +43,8 @@ class DeferredWeightGrad(torch.autograd.Function):
         return grad_w, None, None
 
 
-def deferred_slots(weight: torch.Tensor, steps: int, out_shape: tuple[int, ...], inputs: list) -> tuple[torch.Tensor, ...]:
-    """`steps` zero slots of shape `out_shape` (leading batch axis included) for a loop over `weight`."""
-    return DeferredWeightGrad.apply(weight, inputs, (steps, *out_shape)).unbind(0)
+def deferred_slots(weight: torch.Tensor, steps: int, rows: int, inputs: list) -> tuple[torch.Tensor, ...]:
+    """`steps` zero slots, each shaped like the layer's output on `rows` rows: (rows, out) for a dense
+    weight (out, in), (rows, G, out/G) for a block weight (G, in/G, out/G)."""
+    out = (weight.shape[0], weight.shape[2]) if weight.dim() == 3 else (weight.shape[0],)
+    return DeferredWeightGrad.apply(weight, inputs, (steps, rows, *out)).unbind(0)

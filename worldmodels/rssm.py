@@ -53,7 +53,7 @@ class RSSM(nn.Module):
         if deter % blocks:
             raise ValueError(f"model.deter={deter} must be divisible by model.blocks={blocks}")
         self.deter, self.stoch, self.classes, self.blocks, self.unimix = deter, stoch, classes, blocks, unimix
-        self.hidden, self.defer_grads = hidden, defer_grads
+        self.defer_grads = defer_grads
         self._handles = {name: new_handle(self) for name in DEFERRED} if packing_available() else None
         self.feat_dim = deter + stoch * classes
         # Inputs to the GRU: deter, stoch and action each through Linear -> Norm -> SiLU.
@@ -210,12 +210,7 @@ class RSSM(nn.Module):
         if not (self.defer_grads and torch.is_grad_enabled() and names):
             return {}, None
         inputs = {name: [] for name in names}
-        shapes = {
-            "in_deter": (self.hidden,), "in_stoch": (self.hidden,), "gru_hidden_shared": (self.deter,),
-            "gru_hidden": (self.blocks, self.deter // self.blocks), "gru_gates": (self.blocks, 3 * self.deter // self.blocks),
-            "post_deter": (self.hidden,), "post_out": (self.stoch * self.classes,),
-        }
-        slots = {name: deferred_slots(self._weight(name), T, (B, *shapes[name]), inputs[name]) for name in names}
+        slots = {name: deferred_slots(self._weight(name), T, B, inputs[name]) for name in names}
         return inputs, slots
 
     def _observe_step(
