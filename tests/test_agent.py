@@ -43,10 +43,13 @@ def test_imagination_is_time_major_and_only_the_actor_outputs_carry_gradients(di
     feats, actions, params = agent.imagine(start, horizon)
     assert feats.shape == (horizon + 1, n, rssm.feat_dim) and actions.shape[:2] == (horizon, n)
     assert params.shape == (horizon, n, 3 if discrete else 4)
-    torch.testing.assert_close(feats[0], rssm.feat(start))  # step 0 is the start state itself
-    assert not feats.requires_grad and not actions.requires_grad and params.requires_grad
+    torch.testing.assert_close(feats[0].tensor(), rssm.feat(start))  # step 0 is the start state itself
+    # The indices name the hot column of every variable of every imagined state.
+    hot = feats.stoch.gather(-1, feats.index)
+    assert torch.equal(hot, torch.ones_like(hot)) and torch.equal(feats.stoch.sum(-1), torch.full(feats.index.shape[:-1], 4.0))
+    assert not feats.deter.requires_grad and not feats.stoch.requires_grad and not actions.requires_grad and params.requires_grad
     # The stored outputs are the actor's outputs on the states acted in (the policy loss reuses them).
-    torch.testing.assert_close(params, agent.actor.params(feats[:-1]))
+    torch.testing.assert_close(params, agent.actor.params(feats[:-1].tensor()))
     params.sum().backward()
     assert all(p.grad is not None for p in agent.actor.parameters())
     assert all(p.grad is None for p in agent.wm.parameters()) and all(p.grad is None for p in agent.critic.parameters())

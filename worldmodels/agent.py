@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldmodels.heads import Actor, TwoHotHead
+from worldmodels.onehot_feat import OneHotFeat
 from worldmodels.optim import LaProp
 from worldmodels.returns import ReturnNorm, lambda_return
 from worldmodels.transforms import twohot_bins, twohot_expect, twohot_mix_nll
@@ -111,11 +112,13 @@ class Agent(nn.Module):
         """Two-hot loss toward the returns plus the regulariser toward the slow critic's predictions."""
         return twohot_mix_nll(logp, [ret, slow_val], [1.0, self.cfg["slowreg"]], self.critic.bins)
 
-    def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[OneHotFeat, torch.Tensor, torch.Tensor]:
         """Roll the prior forward under the actor from N start states, time-major.
 
         Returns feats (H+1, N, F), and the actions taken from the first H states (H, N, A) with the
         actor's raw outputs there (H, N, P); the last state is only bootstrapped from, never acted in.
+        The feats are an `OneHotFeat` (deter, one-hot stoch and its indices), which every head's first
+        layer takes directly and computes with a gather for the one-hot half (onehot_feat.py).
         The dynamics run without autograd: the actor learns by REINFORCE and the critic from fixed
         targets, so no gradient needs to flow through them. The actor's outputs keep their graph (to the
         actor's weights only), so the policy loss reuses this forward pass instead of running it again.
@@ -129,10 +132,10 @@ class Agent(nn.Module):
             params.append(param)
             actions.append(action)
         with torch.no_grad():
-            feats.append(self.wm.rssm.feat({"deter": deter, "stoch": stoch}))
-        return torch.stack(feats), torch.stack(actions), torch.stack(params)
+            feats.append(OneHotFeat.from_state(deter, stoch))
+        return OneHotFeat.stack(feats), torch.stack(actions), torch.stack(params)
 
-    def _imagine_step(self, deter: torch.Tensor, stoch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _imagine_step(self, deter: torch.Tensor, stoch: torch.Tensor) -> tuple[Any, ...]:
         """Act, then step the prior under that action: the body of the imagination loop, one unit for
         torch.compile (whose graph then holds the actor's forward and, separately, its backward).
 
@@ -140,7 +143,7 @@ class Agent(nn.Module):
         the sampled action, and the next state.
         """
         with torch.no_grad():
-            feat = self.wm.rssm.feat({"deter": deter, "stoch": stoch})
+            feat = OneHotFeat.from_state(deter, stoch)
         param = self.actor.params(feat)
         with torch.no_grad():
             action = self.actor.dist(param.detach()).sample()

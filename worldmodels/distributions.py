@@ -45,7 +45,7 @@ def sample_onehot(logp: torch.Tensor, straight_through: bool = True) -> torch.Te
     uniform = torch.rand(probs.shape[:-1] + (1,), device=probs.device, dtype=probs.dtype)
     index = (probs.detach().cumsum(-1) <= uniform).sum(-1).clamp(max=probs.shape[-1] - 1)
     onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
-    if straight_through:
+    if straight_through and torch.is_grad_enabled():  # without autograd it would only round the ones
         onehot = onehot + probs - probs.detach()
     return onehot
 

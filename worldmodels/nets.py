@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from worldmodels.matmul import linear
+from worldmodels.onehot_feat import OneHotFeat, onehot_feat_linear
 
 
 def init_linear_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) -> None:
@@ -28,7 +29,9 @@ class Linear(nn.Linear):
         if bias:
             nn.init.zeros_(self.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | OneHotFeat) -> torch.Tensor:
+        if isinstance(x, OneHotFeat):  # imagined features: gather the one-hot half's weights
+            return onehot_feat_linear(x, self.weight, self.bias)
         return linear(x, self.weight, self.bias)
 
 
