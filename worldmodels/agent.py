@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldmodels.heads import Actor, TwoHotHead
+from worldmodels.nets import NormAct, compiled_rms_silu
 from worldmodels.onehot_feat import OneHotFeat
 from worldmodels.optim import LaProp
 from worldmodels.returns import ReturnNorm, lambda_return
@@ -83,6 +84,11 @@ class Agent(nn.Module):
         rssm = self.wm.rssm
         rssm._observe_step = torch.compile(rssm._observe_step, dynamic=False)
         self._imagine_step = torch.compile(self._imagine_step, dynamic=False)
+        # The heads outside those steps (critic, reward, continue on 16 x 1024 imagined states) get their
+        # norm and activation fused.
+        for module in self.modules():
+            if isinstance(module, NormAct):
+                module.norm_act = compiled_rms_silu()
 
     # -- acting --------------------------------------------------------------------------------
     def initial_carry(self, batch: int) -> Carry:

@@ -84,14 +84,38 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + self.eps) * self.scale
 
 
+def rms_silu(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """SiLU(RMSNorm(x)): the normalisation and activation of a NormAct as one function to compile."""
+    return torch.nn.functional.silu(x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps) * scale)
+
+
+_compiled_rms_silu = None
+
+
+def compiled_rms_silu():
+    """`rms_silu` through torch.compile, made once per process: inductor fuses its forward into one pass
+    and its backward into two, where eager mode makes about five and ten passes over the activations.
+    On the 2-core CPU, for a (16384, 256) input: forward 1.9 against 3.3 ms, with backward 6.1 against 14.1."""
+    global _compiled_rms_silu
+    if _compiled_rms_silu is None:
+        _compiled_rms_silu = torch.compile(rms_silu, dynamic=True)
+    return _compiled_rms_silu
+
+
 class NormAct(nn.Sequential):
     """Linear -> RMSNorm -> SiLU, the unit every DreamerV3 MLP is made of.
 
     The linear layer keeps its bias, as in the official code: RMSNorm only rescales (no mean is
-    subtracted, no shift is learned), so a bias before it still moves the features."""
+    subtracted, no shift is learned), so a bias before it still moves the features.
+    `norm_act` computes the last two; `Agent.compile_steps` swaps in the compiled one."""
 
     def __init__(self, inp: int, out: int):
         super().__init__(Linear(inp, out), RMSNorm(out), nn.SiLU())
+        self.norm_act = rms_silu
+
+    def forward(self, x: torch.Tensor | OneHotFeat) -> torch.Tensor:
+        linear_layer, norm, _ = self
+        return self.norm_act(linear_layer(x), norm.scale, norm.eps)
 
 
 class MLP(nn.Sequential):

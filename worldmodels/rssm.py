@@ -111,7 +111,9 @@ class RSSM(nn.Module):
         if slots is not None:
             taps.update(gru_hidden_shared=shared, gru_gates=x.reshape(n, g, -1))
         reset, cand, update = self._block("gru_gates", x, slots).unflatten(-1, (3, -1)).unbind(2)
-        cand = torch.tanh(torch.sigmoid(reset) * cand)
+        # tanh(x) as 2 sigmoid(2x) - 1: the same function, and inductor's CPU kernel for the gates ran
+        # 4.7 instead of 6.1 ms per imagination step at size12m (1024 states).
+        cand = 2.0 * torch.sigmoid(2.0 * torch.sigmoid(reset) * cand) - 1.0
         update = torch.sigmoid(update - 1.0)
         return torch.lerp(deter.reshape(n, g, -1), cand, update).reshape(n, -1), taps
 
