@@ -52,6 +52,22 @@ def test_strided_input_and_frozen_input(onednn_always):
     torch.testing.assert_close(gw, x.sum(0).expand(6, 24), rtol=1e-5, atol=1e-4)
 
 
+def test_only_dense_operands_go_to_onednn(onednn_always, monkeypatch):
+    """A column slice of a weight sends oneDNN down a reference kernel that is 1000x slower: such
+    operands, and strided inputs, stay with F.linear; a transposed contiguous weight is fine."""
+    calls = []
+    real = matmul.onednn_linear
+    monkeypatch.setattr(matmul, "onednn_linear", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(3)
+    x, wide, w_t = torch.randn(20, 24), torch.randn(6, 40), torch.randn(24, 6)
+    strided_x = torch.randn(24, 40)[:, ::2].T
+    assert torch.equal(linear(x, wide[:, :24]), F.linear(x, wide[:, :24]))
+    assert torch.equal(linear(strided_x, w_t.t()), F.linear(strided_x, w_t.t()))
+    assert not calls
+    torch.testing.assert_close(linear(x, w_t.t()), F.linear(x, w_t.t()), rtol=1e-5, atol=1e-5)
+    assert len(calls) == 1
+
+
 def test_small_products_and_disabled_path_are_exactly_f_linear(monkeypatch):
     torch.manual_seed(2)
     x, w, b = torch.randn(8, 16), torch.randn(4, 16), torch.randn(4)
