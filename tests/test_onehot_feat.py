@@ -74,3 +74,26 @@ def test_samples_without_autograd_are_exactly_one_hot():
     with torch.no_grad():
         sample = sample_onehot(logp)
     assert set(sample.unique().tolist()) == {0.0, 1.0} and torch.equal(sample.sum(-1), torch.ones(50, 32))
+
+
+def test_rssm_step_with_sampled_classes_matches_the_one_hot_product():
+    """Given the classes of its stoch, the imagination step gathers; state and gradients are unchanged."""
+    from worldmodels.rssm import RSSM
+
+    torch.manual_seed(0)
+    rssm = RSSM(embed_dim=8, action_dim=3, deter=32, hidden=16, stoch=4, classes=5, blocks=4)
+    classes = torch.randint(0, 5, (6, 4))
+    results = []
+    for given in (None, classes):
+        rssm.zero_grad()
+        stoch = F.one_hot(classes, 5).float().requires_grad_()
+        state = {"deter": torch.randn(6, 32, generator=torch.Generator().manual_seed(1)), "stoch": stoch}
+        if given is not None:
+            state["classes"] = given
+        torch.manual_seed(2)
+        nxt = rssm.imagine_step(state, torch.ones(6, 3))
+        nxt["deter"].square().sum().backward()
+        results.append((nxt["deter"], stoch.grad, rssm.in_stoch[0].weight.grad.clone()))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert torch.equal(nxt["stoch"].argmax(-1), nxt["classes"])

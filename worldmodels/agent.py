@@ -131,30 +131,31 @@ class Agent(nn.Module):
         Time-major feats make every `feats[1:]` a contiguous view rather than a copy of (N, H, F).
         """
         deter, stoch = start["deter"], start["stoch"]
+        classes = stoch.argmax(-1)
         feats, actions, params = [], [], []
         for _ in range(horizon):
-            feat, param, action, deter, stoch = self._imagine_step(deter, stoch)
+            feat, param, action, deter, stoch, classes = self._imagine_step(deter, stoch, classes)
             feats.append(feat)
             params.append(param)
             actions.append(action)
         with torch.no_grad():
-            feats.append(OneHotFeat.from_state(deter, stoch))
+            feats.append(OneHotFeat.from_state(deter, stoch, classes))
         return OneHotFeat.stack(feats), torch.stack(actions), torch.stack(params)
 
-    def _imagine_step(self, deter: torch.Tensor, stoch: torch.Tensor) -> tuple[Any, ...]:
+    def _imagine_step(self, deter: torch.Tensor, stoch: torch.Tensor, classes: torch.Tensor) -> tuple[Any, ...]:
         """Act, then step the prior under that action: the body of the imagination loop, one unit for
         torch.compile (whose graph then holds the actor's forward and, separately, its backward).
 
         Returns the features of the state acted in, the actor's raw outputs there (with their graph),
-        the sampled action, and the next state.
+        the sampled action, and the next state (deter, stoch and the classes sampled for stoch).
         """
         with torch.no_grad():
-            feat = OneHotFeat.from_state(deter, stoch)
+            feat = OneHotFeat.from_state(deter, stoch, classes)
         param = self.actor.params(feat)
         with torch.no_grad():
             action = self.actor.dist(param.detach()).sample()
-            state = self.wm.rssm.imagine_step({"deter": deter, "stoch": stoch}, action)
-        return feat, param, action, state["deter"], state["stoch"]
+            state = self.wm.rssm.imagine_step({"deter": deter, "stoch": stoch, "classes": classes}, action)
+        return feat, param, action, state["deter"], state["stoch"], state["classes"]
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total scaled loss and metrics of one update (world model, actor, critic, replay value)."""

@@ -39,6 +39,11 @@ def sample_onehot(logp: torch.Tensor, straight_through: bool = True) -> torch.Te
     probabilities are exp(logp), with no softmax. Its straight-through gradient differs from that of
     softmax(logp) only by a constant shift over the classes, which the normalisation upstream removes.
     """
+    return sample_onehot_index(logp, straight_through)[0]
+
+
+def sample_onehot_index(logp: torch.Tensor, straight_through: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sample_onehot` and the sampled class indices (...,): imagination keeps them for gathers."""
     probs = logp.exp()
     # Inverse-CDF sampling: one uniform per variable; several times faster than torch.multinomial
     # for many small categoricals (32 x 4 per state).
@@ -47,7 +52,7 @@ def sample_onehot(logp: torch.Tensor, straight_through: bool = True) -> torch.Te
     onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
     if straight_through and torch.is_grad_enabled():  # without autograd it would only round the ones
         onehot = onehot + probs - probs.detach()
-    return onehot
+    return onehot, index
 
 
 def mode_onehot(logits: torch.Tensor) -> torch.Tensor:

@@ -35,11 +35,14 @@ class OneHotFeat:
     index: torch.Tensor
 
     @classmethod
-    def from_state(cls, deter: torch.Tensor, stoch: torch.Tensor) -> OneHotFeat:
-        """From an RSSM state: deter (..., D) and one-hot stoch (..., S, C)."""
-        groups, classes = stoch.shape[-2:]
-        offsets = torch.arange(groups, device=stoch.device) * classes
-        return cls(deter, stoch.flatten(-2), stoch.argmax(-1) + offsets)
+    def from_state(cls, deter: torch.Tensor, stoch: torch.Tensor, classes: torch.Tensor | None = None) -> OneHotFeat:
+        """From an RSSM state: deter (..., D) and one-hot stoch (..., S, C), with the hot class of each
+        variable (..., S) where the sampler gave it (else found by argmax). A layer on the one-hot part
+        alone (the GRU's stoch input) takes a zero-width deter."""
+        groups, num_classes = stoch.shape[-2:]
+        offsets = torch.arange(groups, device=stoch.device) * num_classes
+        classes = stoch.argmax(-1) if classes is None else classes
+        return cls(deter, stoch.flatten(-2), classes + offsets)
 
     @classmethod
     def stack(cls, feats: list[OneHotFeat]) -> OneHotFeat:

@@ -11,9 +11,10 @@ from torch import nn
 
 from worldmodels import matmul
 from worldmodels.deferred_grad import deferred_slots
-from worldmodels.distributions import sample_onehot, unimix_logits
+from worldmodels.distributions import sample_onehot, sample_onehot_index, unimix_logits
 from worldmodels.matmul import linear
 from worldmodels.nets import MLP, BlockLinear, Linear, NormAct, RMSNorm
+from worldmodels.onehot_feat import OneHotFeat
 from worldmodels.packed_linear import available as packing_available
 from worldmodels.packed_linear import new_handle, packed_linear
 
@@ -94,16 +95,20 @@ class RSSM(nn.Module):
         action = action / torch.clamp(action.detach().abs(), min=1.0)
         return self.in_action(action)
 
-    def _gru(self, deter: torch.Tensor, stoch: torch.Tensor, action_in: torch.Tensor, slots: Slots = None) -> tuple[torch.Tensor, Taps]:
+    def _gru(
+        self, deter: torch.Tensor, stoch: torch.Tensor, action_in: torch.Tensor, slots: Slots = None, classes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Taps]:
         """One block-GRU step; every block sees the shared inputs and only its own slice of deter.
 
         With `slots` (see `observe`), the weights are used detached and each layer's input is returned in
         `taps`, for the weight gradients that `DeferredWeightGrad` computes once for the whole sequence.
+        With the sampled `classes` of stoch (imagination), its input layer gathers weight columns instead.
         """
         n, g = deter.shape[0], self.blocks
+        stoch_in = stoch.reshape(n, -1) if classes is None else OneHotFeat.from_state(deter[:, :0], stoch, classes)
         stoch = stoch.reshape(n, -1)
         taps = {} if slots is None else {"in_deter": deter, "in_stoch": stoch, "gru_hidden": deter.reshape(n, g, -1)}
-        shared = torch.cat([self._norm_act("in_deter", deter, slots), self._norm_act("in_stoch", stoch, slots), action_in], -1)
+        shared = torch.cat([self._norm_act("in_deter", deter, slots), self._norm_act("in_stoch", stoch_in, slots), action_in], -1)
         # Block outputs stay (n, g, ·) in block-major memory; each sum or blend below starts from a
         # contiguous operand, whose layout the result takes, so no (n, 3 * deter) copy is made.
         x = self._dense("gru_hidden_shared", shared, slots).reshape(n, g, -1) + self._block("gru_hidden", deter, slots)
@@ -225,10 +230,14 @@ class RSSM(nn.Module):
         return deter, post, sample_onehot(post), {**taps, **post_taps}
 
     def imagine_step(self, state: State, action: torch.Tensor) -> State:
-        """Step the prior forward: (B, ...) state and (B, A) action -> next state sampled from the prior."""
-        deter, _ = self._gru(state["deter"], state["stoch"], self.action_input(action))
-        stoch = sample_onehot(self.prior_logits(deter))
-        return {"deter": deter, "stoch": stoch}
+        """Step the prior forward: (B, ...) state and (B, A) action -> next state sampled from the prior.
+
+        The next state also holds the sampled `classes` (B, S); given them in `state`, the stoch input
+        layer gathers its weights' columns instead of multiplying by the one-hot (onehot_feat.py).
+        """
+        deter, _ = self._gru(state["deter"], state["stoch"], self.action_input(action), classes=state.get("classes"))
+        stoch, classes = sample_onehot_index(self.prior_logits(deter))
+        return {"deter": deter, "stoch": stoch, "classes": classes}
 
     def obs_step(self, state: State, prev_action: torch.Tensor, embed: torch.Tensor, is_first: torch.Tensor) -> State:
         """One filtering step for acting in the environment: (B, ...) tensors, no time axis."""
