@@ -68,6 +68,11 @@ def test_only_dense_operands_go_to_onednn(onednn_always, monkeypatch):
     assert len(calls) == 1
 
 
+def test_zero_width_input_gives_the_bias(onednn_always):
+    bias = torch.arange(4.0)
+    assert torch.equal(linear(torch.zeros(10, 0), torch.zeros(4, 0), bias), bias.expand(10, 4))
+
+
 def test_small_products_and_disabled_path_are_exactly_f_linear(monkeypatch):
     torch.manual_seed(2)
     x, w, b = torch.randn(8, 16), torch.randn(4, 16), torch.randn(4)

@@ -79,9 +79,10 @@ def dense(weight: torch.Tensor) -> bool:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear`, through oneDNN for big float32 products on the CPU (see the module docstring)."""
-    rows = x.numel() // max(1, x.shape[-1])
+    rows = x.shape[:-1].numel()
     if (
         not _enabled
+        or x.shape[-1] == 0
         or x.device.type != "cpu"
         or x.dtype != torch.float32
         or weight.dtype != torch.float32

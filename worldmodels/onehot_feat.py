@@ -67,8 +67,10 @@ class _OneHotFeatLinear(torch.autograd.Function):
         split = deter.shape[-1]
         ctx.save_for_backward(deter, stoch, weight)
         ctx.has_bias = bias is not None
-        y = linear(deter, weight[:, :split].contiguous(), bias)
-        return y.add_(F.embedding_bag(index, weight[:, split:].t().contiguous(), mode="sum"))
+        y = F.embedding_bag(index, weight[:, split:].t().contiguous(), mode="sum")
+        if split:  # a layer on the one-hot part alone (the GRU's stoch input) has no dense part
+            return y.add_(linear(deter, weight[:, :split].contiguous(), bias))
+        return y if bias is None else y.add_(bias)
 
     @staticmethod
     def backward(ctx, grad):
