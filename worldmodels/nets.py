@@ -81,12 +81,16 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + self.eps) * self.scale
+        return rms_norm(x, self.scale, self.eps)
+
+
+def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps) * scale
 
 
 def rms_silu(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
     """SiLU(RMSNorm(x)): the normalisation and activation of a NormAct as one function to compile."""
-    return torch.nn.functional.silu(x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps) * scale)
+    return torch.nn.functional.silu(rms_norm(x, scale, eps))
 
 
 _compiled_rms_silu = None
