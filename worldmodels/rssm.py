@@ -105,7 +105,8 @@ class RSSM(nn.Module):
         With the sampled `classes` of stoch (imagination), its input layer gathers weight columns instead.
         """
         n, g = deter.shape[0], self.blocks
-        stoch_in = stoch.reshape(n, -1) if classes is None else OneHotFeat.from_state(deter[:, :0], stoch, classes)
+        gather = classes is not None and slots is None  # the deferred path takes plain tensors
+        stoch_in = OneHotFeat.from_state(deter[:, :0], stoch, classes) if gather else stoch.reshape(n, -1)
         stoch = stoch.reshape(n, -1)
         taps = {} if slots is None else {"in_deter": deter, "in_stoch": stoch, "gru_hidden": deter.reshape(n, g, -1)}
         shared = torch.cat([self._norm_act("in_deter", deter, slots), self._norm_act("in_stoch", stoch_in, slots), action_in], -1)
