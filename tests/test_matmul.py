@@ -73,6 +73,12 @@ def test_zero_width_input_gives_the_bias(onednn_always):
     assert torch.equal(linear(torch.zeros(10, 0), torch.zeros(4, 0), bias), bias.expand(10, 4))
 
 
+def test_weight_gradient_order_is_the_plain_product():
+    torch.manual_seed(4)
+    grad, x = torch.randn(50, 6), torch.randn(50, 9)
+    torch.testing.assert_close(matmul.weight_grad(grad, x), grad.t() @ x)
+
+
 def test_small_products_and_disabled_path_are_exactly_f_linear(monkeypatch):
     torch.manual_seed(2)
     x, w, b = torch.randn(8, 16), torch.randn(4, 16), torch.randn(4)

@@ -46,6 +46,14 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch
     return x.new_empty(x.shape[0], weight.shape[0])
 
 
+def weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A linear layer's weight gradient grad^T @ x ((O, I) from (N, O) and (N, I)), computed as the
+    transpose of x^T @ grad. In isolation MKL ran that order at 181 against 144 GFLOP/s for 1024 rows of
+    2048 inputs into 256 outputs, and 183 against 158 for 15360 rows; in the whole compiled size12m update
+    it saved 10 to 30 ms (two in-process A/B runs, medians 2.55 / 2.57 against 2.58 s)."""
+    return (x.t() @ grad).t()
+
+
 def _setup_context(ctx, inputs, output) -> None:
     x, weight, bias = inputs
     ctx.save_for_backward(x, weight)
@@ -56,7 +64,7 @@ def _backward(ctx, grad: torch.Tensor):
     x, weight = ctx.saved_tensors
     grad = grad.contiguous()
     grad_x = onednn_linear(grad, weight.t(), None) if ctx.needs_input_grad[0] else None
-    grad_w = grad.t() @ x if ctx.needs_input_grad[1] else None
+    grad_w = weight_grad(grad, x) if ctx.needs_input_grad[1] else None
     grad_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return grad_x, grad_w, grad_b
 
