@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from worldmodels import matmul
-from worldmodels.matmul import linear
+from worldmodels.matmul import linear, weight_grad
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ class _OneHotFeatLinear(torch.autograd.Function):
         grad = grad.contiguous()
         grad_deter = grad @ weight[:, :split] if ctx.needs_input_grad[0] else None
         grad_stoch = grad @ weight[:, split:] if ctx.needs_input_grad[1] else None
-        grad_weight = torch.cat([matmul.weight_grad(grad, deter), matmul.weight_grad(grad, stoch)], 1) if ctx.needs_input_grad[3] else None
+        grad_weight = torch.cat([weight_grad(grad, deter), weight_grad(grad, stoch)], 1) if ctx.needs_input_grad[3] else None
         grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[4] else None
         return grad_deter, grad_stoch, None, grad_weight, grad_bias
 
