@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from worldmodels import nets
 from worldmodels.distributions import DiscretePolicy, NormalPolicy, kl_categorical
 from worldmodels.heads import Actor, BinaryHead, TwoHotHead, VectorDecoder, VectorEncoder
 from worldmodels.nets import MLP, BlockLinear, Linear, RMSNorm
@@ -129,6 +130,22 @@ def test_rmsnorm_unit_rms_and_hand_formula():
         norm.scale.fill_(2.0)
     torch.testing.assert_close(norm(x).square().mean(-1).sqrt(), torch.full((5, 7), 2.0), atol=2e-4, rtol=0)
     assert torch.isfinite(norm(torch.zeros(2, 64))).all()
+
+
+def test_compiling_rms_silu_raises_dynamo_recompile_limit_and_never_lowers_it(monkeypatch):
+    """One model size needs five compiled versions of rms_silu; past dynamo's default limit of 8 (a second
+    size in one process) the rest would run eagerly. Creating the compiled function makes room."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    monkeypatch.setattr(config, name, 8)
+    monkeypatch.setattr(nets, "_compiled_rms_silu", None)
+    nets.compiled_rms_silu()
+    assert getattr(config, name) == nets.RMS_SILU_SPECIALISATIONS
+    monkeypatch.setattr(config, name, 1000)
+    nets._raise_recompile_limit(nets.RMS_SILU_SPECIALISATIONS)
+    assert getattr(config, name) == 1000
 
 
 def test_mlp_shapes_and_layers():

@@ -106,8 +106,25 @@ def compiled_rms_silu():
     On the 2-core CPU, for a (16384, 256) input: forward 1.9 against 3.3 ms, with backward 6.1 against 14.1."""
     global _compiled_rms_silu
     if _compiled_rms_silu is None:
+        _raise_recompile_limit(RMS_SILU_SPECIALISATIONS)
         _compiled_rms_silu = torch.compile(rms_silu, dynamic=True)
     return _compiled_rms_silu
+
+
+# Even with dynamic shapes, dynamo compiles `rms_silu` anew for each norm width (parameters keep static
+# shapes), grad mode, `requires_grad` of the scale (the slow critic's is off) and size-1 dimension (acting):
+# five versions for one model size. Past dynamo's default limit of 8 per function (reached by a second
+# model size in one process, as in benchmarks/speed.py) it warns and runs the rest eagerly, unfused.
+RMS_SILU_SPECIALISATIONS = 64
+
+
+def _raise_recompile_limit(limit: int) -> None:
+    """Raise dynamo's per-function limit of compiled versions to at least `limit` (never lower it)."""
+    import torch._dynamo  # noqa: F401 (only where compiling is asked for)
+
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # its older name
+    setattr(config, name, max(getattr(config, name), limit))
 
 
 class NormAct(nn.Sequential):
