@@ -135,10 +135,8 @@ def test_rmsnorm_unit_rms_and_hand_formula():
 def test_compiling_rms_silu_raises_dynamo_recompile_limit_and_never_lowers_it(monkeypatch):
     """One model size needs five compiled versions of rms_silu; past dynamo's default limit of 8 (a second
     size in one process) the rest would run eagerly. Creating the compiled function makes room."""
-    import torch._dynamo
-
+    name = nets.recompile_limit_name()  # imports torch._dynamo
     config = torch._dynamo.config
-    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     monkeypatch.setattr(config, name, 8)
     monkeypatch.setattr(nets, "_compiled_rms_silu", None)
     nets.compiled_rms_silu()

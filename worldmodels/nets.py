@@ -97,6 +97,26 @@ def rms_silu(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.nn.functional.silu(rms_norm(x, scale, eps))
 
 
+# Even with dynamic shapes, dynamo compiles `rms_silu` anew for each norm width (parameters keep static
+# shapes), grad mode, `requires_grad` of the scale (the slow critic's is off) and size-1 dimension (acting):
+# five versions for one model size. Past dynamo's default limit of 8 per function (reached by a second
+# model size in one process, as in benchmarks/speed.py) it warns and runs the rest eagerly, unfused.
+RMS_SILU_SPECIALISATIONS = 64
+
+
+def recompile_limit_name() -> str:
+    """The name of dynamo's per-function limit of compiled versions in this torch."""
+    import torch._dynamo  # noqa: F401 (only where compiling is asked for)
+
+    return "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"  # its older name
+
+
+def _raise_recompile_limit(limit: int) -> None:
+    """Raise dynamo's per-function limit of compiled versions to at least `limit` (never lower it)."""
+    name = recompile_limit_name()
+    setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
+
+
 _compiled_rms_silu = None
 
 
@@ -109,22 +129,6 @@ def compiled_rms_silu():
         _raise_recompile_limit(RMS_SILU_SPECIALISATIONS)
         _compiled_rms_silu = torch.compile(rms_silu, dynamic=True)
     return _compiled_rms_silu
-
-
-# Even with dynamic shapes, dynamo compiles `rms_silu` anew for each norm width (parameters keep static
-# shapes), grad mode, `requires_grad` of the scale (the slow critic's is off) and size-1 dimension (acting):
-# five versions for one model size. Past dynamo's default limit of 8 per function (reached by a second
-# model size in one process, as in benchmarks/speed.py) it warns and runs the rest eagerly, unfused.
-RMS_SILU_SPECIALISATIONS = 64
-
-
-def _raise_recompile_limit(limit: int) -> None:
-    """Raise dynamo's per-function limit of compiled versions to at least `limit` (never lower it)."""
-    import torch._dynamo  # noqa: F401 (only where compiling is asked for)
-
-    config = torch._dynamo.config
-    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # its older name
-    setattr(config, name, max(getattr(config, name), limit))
 
 
 class NormAct(nn.Sequential):
