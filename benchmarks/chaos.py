@@ -11,6 +11,7 @@ more env steps than the checkpoint interval. Prints the figures and saves benchm
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -105,7 +106,7 @@ def main() -> None:
         if resumed_at + args.save_every < kill["last_logged_step"]:
             problems.append(f"kill at step {kill['last_logged_step']} resumed at {resumed_at}")
     resumes = [step for step in after_kill if step is not None]
-    if any(b < a for a, b in zip(resumes, resumes[1:])):
+    if any(b < a for a, b in itertools.pairwise(resumes)):
         problems.append(f"step counter went backwards: {resumes}")
     steps = [json.loads(line)["step"] for line in (args.run_dir / "metrics.jsonl").read_text().splitlines()]
     if steps != sorted(steps):

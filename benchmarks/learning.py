@@ -1,8 +1,12 @@
-"""Learning benchmark: evaluation return against env steps on Gymnasium tasks, several seeds.
+"""Learning benchmark: return against env steps on Gymnasium and DMC tasks, several seeds.
 
 Each (task, seed) is a real `python -m worldmodels.train` run in its own subprocess (`--threads` torch
-threads each, `--parallel` at a time); the curves come from the runs' metrics.jsonl. Prints a table and saves
-`benchmarks/results/learning.json` and `learning.png`.
+threads each, `--parallel` at a time); the curves come from the runs' metrics.jsonl. Two returns per eval
+point: `eval`, the greedy evaluation episodes (run.eval_mode), and `train`, the training episodes (actions
+sampled from the policy) that ended since the previous eval point. The published DreamerV3 scores are
+training-episode returns, so they are compared with `train`. Prints a table and saves
+`benchmarks/results/learning.json` and `learning.png`. With --report-only, a run whose folder is gone is
+taken from the learning.json already in --out (its training return unknown if that file predates it).
 
     python benchmarks/learning.py --tasks Pendulum-v1 CartPole-v1 --seeds 0 1 2 --steps 20000
     python benchmarks/learning.py --tasks Pendulum-v1 --seeds 0 --parallel 1 --threads 2 \
@@ -22,6 +26,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +55,57 @@ def curve(run_dir: Path) -> list[tuple[int, float]]:
         if "eval/return" in row:
             points.append((row["step"], row["eval/return"]))
     return points
+
+
+def train_curve(metrics: Path, ends: list[int]) -> list[tuple[int, float | None]]:
+    """Mean return of the training episodes that ended in each window (previous end, end], None where none did.
+
+    The trainer logs `episode/return`, the mean over the `episode/count` episodes that ended since its previous line.
+    """
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    rows = [(r["step"], r["episode/return"], r["episode/count"]) for r in rows if r.get("episode/count")]
+    points, start = [], float("-inf")
+    for end in ends:
+        window = [(ret, n) for step, ret, n in rows if start < step <= end]
+        count = sum(n for _, n in window)
+        points.append((end, sum(ret * n for ret, n in window) / count if count else None))
+        start = end
+    return points
+
+
+def record(run_dir: Path, returncode: int | None, wall_s: float, **extra) -> dict:
+    """A run's entry in learning.json: eval curve and training-episode curve at the same steps."""
+    points = curve(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+    train = train_curve(run_dir / "metrics.jsonl", [step for step, _ in points]) if points else []
+    return {"returncode": returncode, "wall_s": wall_s, "curve": points, "train_curve": train, "run_dir": str(run_dir), **extra}
+
+
+def mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def show(value: float | None, width: int = 9) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.1f}"
+
+
+def table(results: dict, scores: dict[str, dict[int, float]]) -> str:
+    """Per task and eval step, the means over seeds of both returns, and the published score where there is one."""
+    lines = []
+    for task, seeds in sorted(results.items()):
+        evals, trains = defaultdict(list), defaultdict(list)
+        for run in seeds.values():
+            for step, value in run["curve"]:
+                evals[step].append(value)
+            for step, value in run.get("train_curve", []):  # absent from learning.json files older than it
+                trains[step].append(value)
+        published_here = {s: v for s, v in scores.get(task, {}).items() if evals and s <= max(evals)}
+        lines.append(f"{task}, mean over seeds. eval: greedy eval episodes; train: training episodes ended since the "
+                     "previous eval point, the kind DreamerV3 publishes (compare published with train)")
+        lines.append(f"{'step':>9} {'eval':>9} {'train':>9} {'published':>9}")
+        for step in sorted(set(evals) | set(published_here)):
+            lines.append(f"{step:>9} {show(mean(evals[step]))} {show(mean(trains[step]))} {show(published_here.get(step))}")
+    return "\n".join(lines)
 
 
 def finished(run_dir: Path, steps: int) -> bool:
@@ -87,19 +143,21 @@ def main() -> None:
     jobs = [(task, seed) for task in args.tasks for seed in args.seeds]
     running: list[tuple[str, int, Path, subprocess.Popen, float]] = []
     results: dict[str, dict] = {}
+    saved = args.out / "learning.json"
+    previous = json.loads(saved.read_text())["tasks"] if args.report_only and saved.exists() else {}
     while jobs or running:
         while jobs and len(running) < args.parallel:
             task, seed = jobs.pop(0)
             run_dir = args.runs / f"{task}-seed{seed}"
             if finished(run_dir, args.steps):  # a finished run is reused, so the benchmark can be resumed
-                results.setdefault(task, {})[str(seed)] = {"returncode": 0, "wall_s": wall_time(run_dir), "curve": curve(run_dir), "run_dir": str(run_dir)}
+                results.setdefault(task, {})[str(seed)] = record(run_dir, 0, wall_time(run_dir))
                 print(f"reuse: {run_dir}", flush=True)
                 continue
             if args.report_only:
                 if (run_dir / "metrics.jsonl").exists():
-                    points = curve(run_dir)
-                    results.setdefault(task, {})[str(seed)] = {"returncode": None, "wall_s": wall_time(run_dir), "curve": points,
-                                                               "run_dir": str(run_dir), "unfinished": True}
+                    results.setdefault(task, {})[str(seed)] = record(run_dir, None, wall_time(run_dir), unfinished=True)
+                elif str(seed) in previous.get(task, {}):  # the run folder is gone: keep what was saved of it
+                    results.setdefault(task, {})[str(seed)] = previous[task][str(seed)]
                 continue
             # An unfinished run (the benchmark was stopped) resumes from its checkpoint: same command, same folder.
             cmd = [sys.executable, "-m", "worldmodels.train", f"env={args.suite}", f"env.id={task}", f"seed={seed}",
@@ -116,17 +174,20 @@ def main() -> None:
                 continue
             running.remove(item)
             wall = wall_time(run_dir) if (run_dir / "metrics.jsonl").exists() else time.time() - began
-            points = curve(run_dir) if (run_dir / "metrics.jsonl").exists() else []
-            results.setdefault(task, {})[str(seed)] = {"returncode": proc.returncode, "wall_s": wall, "curve": points, "run_dir": str(run_dir)}
-            final = points[-1][1] if points else float("nan")
-            print(f"done: {task} seed {seed}: final eval return {final:.1f}, {wall / 60:.1f} min, rc {proc.returncode}", flush=True)
+            run = results.setdefault(task, {})[str(seed)] = record(run_dir, proc.returncode, wall)
+            final = run["curve"][-1][1] if run["curve"] else None
+            train = run["train_curve"][-1][1] if run["train_curve"] else None
+            print(f"done: {task} seed {seed}: final eval return {show(final, 0)}, training-episode return {show(train, 0)}, "
+                  f"{wall / 60:.1f} min, rc {proc.returncode}", flush=True)
             save(results, args)
     summary = save(results, args)
+    print(table(results, published(args.overrides)))
     for task, row in summary.get("final", {}).items():
         target = TARGETS.get(task)
         verdict = "" if target is None else f" ({'meets' if row['mean'] >= target else 'misses'} target {target})"
         print(f"{task}: mean final eval return {row['mean']:.1f} over {row['seeds']} seeds{verdict}, "
-              f"{row['wall_min_mean']:.1f} min per run; per seed: {row['per_seed']}")
+              f"training-episode return {show(row['train_mean'], 0)}, {row['wall_min_mean']:.1f} min per run; "
+              f"per seed: eval {row['per_seed']}, train {row['train_per_seed']}")
     print(f"saved {args.out / 'learning.json'} and {args.out / 'learning.png'}")
 
 
@@ -135,12 +196,16 @@ def save(results: dict, args: argparse.Namespace) -> dict:
     summary = {"settings": RECOMMENDED[args.suite] + list(args.overrides), "steps": args.steps, "targets": TARGETS,
                "published": {t: scores[t] for t in results if t in scores}, "tasks": results}
     for task, seeds in results.items():
-        finals = [s["curve"][-1][1] for s in seeds.values() if s["curve"] and not s.get("unfinished")]
+        done = {seed: s for seed, s in sorted(seeds.items()) if s["curve"] and not s.get("unfinished")}
+        finals = [s["curve"][-1][1] for s in done.values()]
+        trains = {seed: s["train_curve"][-1][1] if s.get("train_curve") else None for seed, s in done.items()}
         if finals:
             summary.setdefault("final", {})[task] = {
                 "mean": sum(finals) / len(finals),
                 "seeds": len(finals),
-                "per_seed": {seed: round(s["curve"][-1][1], 1) for seed, s in sorted(seeds.items()) if s["curve"] and not s.get("unfinished")},
+                "per_seed": {seed: round(s["curve"][-1][1], 1) for seed, s in done.items()},
+                "train_mean": mean(list(trains.values())),  # training episodes: what the published scores are
+                "train_per_seed": {seed: None if v is None else round(v, 1) for seed, v in trains.items()},
                 "unfinished_seeds": sorted(seed for seed, s in seeds.items() if s.get("unfinished")),
                 "wall_min_mean": sum(s["wall_s"] for s in seeds.values() if not s.get("unfinished")) / len(finals) / 60,
             }
@@ -154,17 +219,21 @@ def save(results: dict, args: argparse.Namespace) -> dict:
         fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
         for ax, (task, seeds) in zip(axes[0], sorted(results.items())):
             for seed, run in sorted(seeds.items()):
-                if run["curve"]:
+                note = " (unfinished)" if run.get("unfinished") else ""
+                color = None
+                if run.get("train_curve"):  # training episodes, the published scores' kind: solid
+                    xs, ys = zip(*[(x, float("nan") if y is None else y) for x, y in run["train_curve"]])
+                    color = ax.plot(xs, ys, marker="o", ms=4, label=f"seed {seed} train{note}")[0].get_color()
+                if run["curve"]:  # greedy eval episodes: dotted, in the seed's colour
                     xs, ys = zip(*run["curve"])
-                    ax.plot(xs, ys, marker="o", ls=":" if run.get("unfinished") else "-",
-                            label=f"seed {seed}" + (" (unfinished)" if run.get("unfinished") else ""))
+                    ax.plot(xs, ys, marker=".", ls=":", color=color, alpha=0.7, label=f"seed {seed} eval{note}")
             if task in TARGETS:
                 ax.axhline(TARGETS[task], color="k", ls="--", lw=1, label="target")
             points = [(x, y) for x, y in scores.get(task, {}).items() if x <= args.steps]
             if points:  # walker-walk is only published at 500k steps: nothing to draw within 100k
                 xs, ys = zip(*points)
-                ax.plot(xs, ys, "k*", ms=9, label="DreamerV3 published")
-            ax.set(title=task, xlabel="env steps", ylabel="eval return")
+                ax.plot(xs, ys, "k*", ms=9, label="DreamerV3 published (train episodes)")
+            ax.set(title=task, xlabel="env steps", ylabel="return (solid: train episodes, dotted: eval)")
             ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(args.out / "learning.png", dpi=100)

@@ -58,10 +58,10 @@ def main() -> None:
         flops = 2.0 * m * k * n
         row = {
             "shape": [m, k, n],
-            "fwd_mkl_us": per_call_us(lambda: F.linear(x.detach(), w.detach(), b.detach()), flops),
-            "fwd_onednn_us": per_call_us(lambda: onednn_linear(x.detach(), w.detach(), b.detach()), flops),
-            "fwd_bwd_mkl_us": per_call_us(lambda: F.linear(x, w, b).backward(grad), 3 * flops),
-            "fwd_bwd_onednn_us": per_call_us(lambda: onednn_linear(x, w, b).backward(grad), 3 * flops),
+            "fwd_mkl_us": per_call_us(lambda x=x, w=w, b=b: F.linear(x.detach(), w.detach(), b.detach()), flops),
+            "fwd_onednn_us": per_call_us(lambda x=x, w=w, b=b: onednn_linear(x.detach(), w.detach(), b.detach()), flops),
+            "fwd_bwd_mkl_us": per_call_us(lambda x=x, w=w, b=b, g=grad: F.linear(x, w, b).backward(g), 3 * flops),
+            "fwd_bwd_onednn_us": per_call_us(lambda x=x, w=w, b=b, g=grad: onednn_linear(x, w, b).backward(g), 3 * flops),
         }
         row["onednn_used"] = m * k * n >= MIN_MACS
         rows.append(row)

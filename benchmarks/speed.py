@@ -1,15 +1,22 @@
 """Speed benchmark: seconds per train update (world model + actor + critic) and env steps per second.
 
 Vector observations (17-D, 6-D continuous actions, as in MuJoCo locomotion), batch 16 x 64, float32.
-Prints a table and saves `benchmarks/results/speed.json`.
+Prints the machine (CPU model and its vector flags, threads, the measured matmul throughput; the GPU on
+`--device cuda`) and a line per size, and saves `benchmarks/results/speed.json`. Results of different
+machines are not compared here: the machine is recorded beside them instead.
 
     python benchmarks/speed.py --sizes size1m size12m --threads 2
+    python benchmarks/speed.py --device cuda --sizes size12m --compile   # also peak GPU memory; no env steps
+
+`benchmarks/gpu_check.sh` runs the GPU configurations one process each and prints one table.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -26,7 +33,12 @@ from worldmodels.memory import keep_freed_memory
 from worldmodels.setup import CONFIG_DIR, make_agent, make_env
 
 ROOT = Path(__file__).resolve().parents[1]
-OFFICIAL_JAX_S_PER_UPDATE = {"size1m": 0.42, "size12m": 2.5}  # same 2-core CPU, float32 (REFERENCE.md)
+# CPU flags worth knowing beside a speed (vector width, bf16/int8 matrix units); the rest of /proc/cpuinfo's list is left out.
+NOTABLE_CPU_FLAGS = (
+    "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",
+    "asimd", "sve", "sve2", "bf16", "i8mm",  # aarch64 (the 'Features' line)
+)
 
 
 class VectorTask:
@@ -50,25 +62,70 @@ def fake_batch(B: int, T: int, device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def sync(device: str | torch.device) -> None:
+    """Wait for the device's queued work, so a timer reads finished work (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def cpu_info() -> dict:
+    """The CPU from /proc/cpuinfo: model name, notable flags (AVX-512, bf16, AMX, ...), logical CPUs."""
+    info = {"model": platform.processor() or platform.machine(), "arch": platform.machine(), "flags": [], "logical_cpus": os.cpu_count()}
+    if hasattr(os, "sched_getaffinity"):
+        info["usable_cpus"] = len(os.sched_getaffinity(0))
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    model, flags = None, None
+    for line in text.splitlines():  # the first processor's lines are enough
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "cpu model") and model is None:
+            model = info["model"] = value.strip()
+        elif key in ("flags", "features") and flags is None:
+            flags = set(value.split())
+    flags = flags or set()
+    info["flags"] = [f for f in NOTABLE_CPU_FLAGS if f in flags]
+    return info
+
+
+def gpu_info(device: str) -> dict | None:
+    """The GPU of a cuda device (name, compute capability, memory) and the CUDA version torch was built with."""
+    if torch.device(device).type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(device)
+    return {
+        "name": props.name,
+        "capability": f"{props.major}.{props.minor}",
+        "memory_gib": props.total_memory / 2**30,
+        "multiprocessors": props.multi_processor_count,
+        "cuda": torch.version.cuda,
+    }
+
+
 def matmul_gflops(device: str) -> float:
     """This machine's float32 matmul throughput on a head-sized product, through the same `linear` the
-    networks use (oneDNN or MKL, see worldmodels/matmul.py): the ceiling for an update."""
+    networks use (oneDNN or MKL on the CPU, see worldmodels/matmul.py; F.linear on a GPU): the ceiling for an update."""
     a, b = torch.randn(16384, 2560, device=device), torch.randn(256, 2560, device=device)
     for _ in range(3):
         linear(a, b)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()  # the warm-up must not run into the timed part
+    sync(device)  # the warm-up must not run into the timed part
     began = time.perf_counter()
     for _ in range(10):
         linear(a, b)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    sync(device)
     return 10 * 2 * a.shape[0] * a.shape[1] * b.shape[0] / (time.perf_counter() - began) / 1e9
 
 
-def time_updates(size: str, device: str, repeats: int, compile_steps: bool, defer_grads: bool) -> dict[str, float]:
+def time_updates(size: str, device: str, repeats: int, compile_steps: bool, defer_grads: bool) -> dict[str, float | str]:
     with initialize_config_dir(CONFIG_DIR, version_base=None):
         cfg = compose("config", [f"model={size}", f"device={device}"])
+    cuda = torch.device(device).type == "cuda"
+    if cuda:  # peak memory of this size alone: weights, optimiser state and one update's activations
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     agent = make_agent(cfg, VectorTask)
     agent.wm.rssm.defer_grads = defer_grads
@@ -77,24 +134,30 @@ def time_updates(size: str, device: str, repeats: int, compile_steps: bool, defe
         agent.train_step(batch)
     if compile_steps:
         agent.compile_steps()
+    sync(agent.device)
     began = time.perf_counter()
     for _ in range(2):  # warm-up (and compilation)
         agent.train_step(batch)
+    sync(agent.device)
     warmup = time.perf_counter() - began
     times = []
     for _ in range(repeats):
         began = time.perf_counter()
         agent.train_step(batch)
-        if agent.device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(agent.device)  # train_step reads its metrics back, but the optimiser step may still be queued
         times.append(time.perf_counter() - began)
-    return {
+    row = {
         "s_per_update_median": float(np.median(times)),
         "s_per_update_min": float(np.min(times)),
         "warmup_s": warmup,
         "repeats": repeats,
+        "batch": f"{cfg.batch.size} x {cfg.batch.length}",
         "gflop_per_update": flops.get_total_flops() / 1e9,
     }
+    if cuda:
+        row["peak_gpu_mem_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        row["peak_gpu_mem_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
+    return row
 
 
 def time_env_steps(size: str, device: str, steps: int) -> float:
@@ -119,7 +182,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--env-steps", type=int, default=1000)
+    parser.add_argument("--env-steps", type=int, default=None, help="acting steps timed per size; default 1000 on the CPU, 0 (skipped) on a GPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile the recurrent step functions")
     parser.add_argument("--no-keep-memory", dest="keep_memory", action="store_false", help="leave glibc's malloc as it is")
     parser.add_argument("--no-onednn", dest="onednn", action="store_false", help="every linear layer through MKL (run.onednn=false)")
@@ -127,27 +190,38 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/speed.json (speed_compile.json with --compile)")
     args = parser.parse_args()
     args.out = args.out or ROOT / "benchmarks" / "results" / ("speed_compile.json" if args.compile else "speed.json")
+    on_cpu = torch.device(args.device).type == "cpu"
+    if args.env_steps is None:  # acting one env at a time is a CPU-side measure; on a GPU it times launches and copies
+        args.env_steps = 1000 if on_cpu else 0
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch {torch.__version__} sees no CUDA GPU")
     torch.set_num_threads(args.threads)
     set_onednn(args.onednn)
     if args.keep_memory:  # as `python -m worldmodels.train` does by default (run.keep_memory)
         keep_freed_memory()
     rows = {}
+    cpu, gpu = cpu_info(), gpu_info(args.device)
+    usable = f"{cpu['usable_cpus']} of " if "usable_cpus" in cpu else ""
+    print(
+        f"machine: {cpu['model']} ({cpu['arch']}), {usable}{cpu['logical_cpus']} logical CPUs, {args.threads} torch threads; "
+        f"flags: {' '.join(cpu['flags']) or 'none of note'}",
+        flush=True,
+    )
+    if gpu:
+        print(f"gpu: {gpu['name']} (sm {gpu['capability']}, {gpu['memory_gib']:.0f} GiB), torch {torch.__version__}, CUDA {gpu['cuda']}", flush=True)
     peak = matmul_gflops(args.device)
-    print(f"matmul throughput: {peak:.0f} GFLOP/s (float32, {args.threads} threads)", flush=True)
+    print(f"matmul throughput: {peak:.0f} GFLOP/s (float32, {args.device}" + (f", {args.threads} threads)" if on_cpu else ")"), flush=True)
     for size in args.sizes:
         row = time_updates(size, args.device, args.repeats, args.compile, args.defer)
         # The matmuls alone at the measured throughput: no implementation of the same math can go below it.
         row["matmul_floor_s"] = row["gflop_per_update"] / peak
-        row["env_steps_per_s"] = time_env_steps(size, args.device, args.env_steps)
-        if size in OFFICIAL_JAX_S_PER_UPDATE and args.device == "cpu":
-            row["official_jax_s_per_update"] = OFFICIAL_JAX_S_PER_UPDATE[size]
-            row["speedup_vs_official"] = OFFICIAL_JAX_S_PER_UPDATE[size] / row["s_per_update_median"]
+        row["env_steps_per_s"] = time_env_steps(size, args.device, args.env_steps) if args.env_steps > 0 else None
         rows[size] = row
         print(
-            f"{size}: {row['s_per_update_median']:.3f} s/update (min {row['s_per_update_min']:.3f}), "
-            f"{row['env_steps_per_s']:.0f} env steps/s, {row['gflop_per_update']:.0f} GFLOP/update "
-            f"(matmul floor {row['matmul_floor_s']:.3f} s)"
-            + (f", official JAX {row['official_jax_s_per_update']} s/update -> x{row['speedup_vs_official']:.2f}" if "official_jax_s_per_update" in row else ""),
+            f"{size}: {row['s_per_update_median']:.3f} s/update (min {row['s_per_update_min']:.3f}, warm-up {row['warmup_s']:.1f} s), "
+            + (f"{row['env_steps_per_s']:.0f} env steps/s, " if row["env_steps_per_s"] is not None else "")
+            + f"{row['gflop_per_update']:.0f} GFLOP/update (matmul floor {row['matmul_floor_s']:.3f} s)"
+            + (f", peak GPU memory {row['peak_gpu_mem_allocated_mib']:.0f} MiB allocated" if "peak_gpu_mem_allocated_mib" in row else ""),
             flush=True,
         )
     result = {
@@ -162,6 +236,8 @@ def main() -> None:
         "defer_grads": args.defer,
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
+        "cpu": cpu,
+        "gpu": gpu,
         "sizes": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,28 @@ def test_decoder_loss_is_the_summed_pixel_error():
     assert ConvDecoder.to_pixels(torch.tensor([-1.0, 0.0, 0.5, 2.0])).tolist() == [0.0, 128.0, 255.0, 255.0]
 
 
+def test_only_the_pixels_for_display_are_clipped():
+    """The decoder predicts pixel / 255 - 0.5 without bounds and its loss is the squared error to that target on the
+    raw prediction, so predictions beyond the pixel range still count (and are pulled back); only to_pixels, the
+    observation-unit view, clips to [0, 255] and rounds, and it inverts the loss's target mapping exactly."""
+    g = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):  # the layers initialise from the global generator
+        torch.manual_seed(0)
+        dec = ConvDecoder(6, (8, 8, 3), depth=2)
+    with torch.no_grad():
+        dec.net[-1].weight.mul_(20.0)  # predictions well outside [-0.5, 0.5] on both sides
+    feat = torch.randn(2, 3, 6, generator=g)
+    image = torch.randint(0, 256, (2, 3, 8, 8, 3), generator=g, dtype=torch.uint8)
+    with torch.no_grad():
+        raw = dec(feat)
+        loss = dec.loss(feat, image)
+    assert (raw < -0.5).sum() > 20 and (raw > 0.5).sum() > 20
+    expected = ((raw.double().numpy() - (image.numpy() / 255.0 - 0.5)) ** 2).reshape(2, 3, -1).sum(-1)
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
+    np.testing.assert_array_equal(ConvDecoder.to_pixels(raw).numpy(), np.round(np.clip(raw.numpy() + 0.5, 0, 1) * 255))
+    assert torch.equal(ConvDecoder.to_pixels(image.float() / 255.0 - 0.5), image.float())
+
+
 @pytest.mark.parametrize("shape", [(64, 32, 3), (48, 48, 3), (4, 4, 3)])
 def test_unsupported_image_shapes(shape):
     with pytest.raises(ValueError, match="not supported"):
@@ -73,8 +95,16 @@ def test_agent_with_image_and_vector_observations_trains_and_acts():
     obs = {"image": np.zeros((3, 16, 16, 3), np.uint8), "state": np.zeros((3, 3), np.float32), "is_first": np.ones(3, bool)}
     action, _ = agent.policy(obs, None)
     assert action.shape == (3, 2)
-    preds = agent.wm.decoder.predict(torch.randn(4, agent.wm.rssm.feat_dim))
-    assert preds["image"].shape == (4, 16, 16, 3) and preds["image"].min() >= 0 and preds["image"].max() <= 255
+    # predict() gives observation units: the image decoder's output (pixel / 255 - 0.5) clipped to the pixel range and
+    # rounded, and the vector decoder's symlog prediction symexp'd back.
+    feat = torch.randn(4, agent.wm.rssm.feat_dim)
+    with torch.no_grad():
+        preds = agent.wm.decoder.predict(feat)
+        raw_image = agent.wm.decoder.images["image"](feat).numpy()
+        raw_state = agent.wm.decoder.vector(feat)["state"].numpy()
+    assert preds["image"].shape == (4, 16, 16, 3) and preds["state"].shape == (4, 3)
+    np.testing.assert_array_equal(preds["image"].numpy(), np.round(np.clip(raw_image + 0.5, 0, 1) * 255))
+    np.testing.assert_allclose(preds["state"].numpy(), np.sign(raw_state) * np.expm1(np.abs(raw_state)), rtol=1e-6)
 
 
 def test_unsupported_observation_is_named():

@@ -161,11 +161,40 @@ def test_every_suite_task_parses():
         assert split_task(f"{domain}-{name}", suite.ALL_TASKS) == (domain, name)
 
 
-@pytest.mark.parametrize("task", ["ball_in_cup-catch", "point_mass-easy", "cartpole-balance_sparse", "finger-turn_easy"])
-def test_underscore_names_build(built, task):
-    env = built(task, action_repeat=1)
-    env.reset(seed=0)
-    env.step(env.action_space.sample())
+@pytest.mark.parametrize(
+    "task, domain, name",
+    [("ball_in_cup-catch", "ball_in_cup", "catch"), ("point_mass-easy", "point_mass", "easy"),
+     ("cartpole-balance_sparse", "cartpole", "balance_sparse"), ("finger-turn_easy", "finger", "turn_easy")],
+)
+def test_underscore_names_build(built, task, domain, name):
+    """Names keep dm_control's underscores and split at the first dash only, so "ball_in_cup-catch" is the suite's
+    own (ball_in_cup, catch): the same spaces, the same seeded first observation and the same steps as that task
+    loaded directly, while the all-dash spelling is not a task (and the error names the real one)."""
+    assert split_task(task, suite.ALL_TASKS) == (domain, name)
+    env = built(task, action_repeat=1, seed=3)
+    direct = suite.load(domain, name, task_kwargs={"random": 3})
+    try:
+        keys = sorted(direct.observation_spec())
+        spec = direct.action_spec()
+
+        def flat(time_step):
+            return np.concatenate([np.asarray(time_step.observation[key], np.float32).ravel() for key in keys])
+
+        first = flat(direct.reset())
+        assert env.observation_space["state"].shape == first.shape
+        assert env.action_space == spaces.Box(-1.0, 1.0, spec.shape, np.float32)
+        np.testing.assert_array_equal(env.reset()[0]["state"], first)
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            action = rng.uniform(-1, 1, spec.shape).astype(np.float32)
+            observation, reward, terminated, truncated, _ = env.step(action)
+            time_step = direct.step(spec.minimum + (action.astype(np.float64) + 1.0) / 2.0 * (spec.maximum - spec.minimum))
+            np.testing.assert_array_equal(observation["state"], flat(time_step))
+            assert reward == float(time_step.reward) and (terminated, truncated) == (False, False)
+    finally:
+        direct.close()
+    with pytest.raises(ValueError, match=f"unknown DeepMind Control task '{task.replace('_', '-')}'; did you mean.*'{task}'"):
+        make_dmc(task.replace("_", "-"))
 
 
 def test_unknown_task_suggests_close_names():

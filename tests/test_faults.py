@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -36,7 +37,7 @@ def debug_cfg(tmp_path: Path, *overrides: str):
 class Flaky(gym.Wrapper):
     """Raises in step() at the given global step numbers, and in reset() at the given reset numbers."""
 
-    calls = {"step": 0, "reset": 0}
+    calls: ClassVar[dict[str, int]] = {"step": 0, "reset": 0}
 
     def __init__(self, env, step_failures=(), reset_failures=()):
         super().__init__(env)
@@ -123,7 +124,7 @@ def test_a_run_of_nonfinite_updates_stops_training_and_keeps_the_checkpoint(tmp_
 
     def poisoned(self):
         if self.step >= 150:
-            self.agent.loss = lambda batch: (torch.tensor(float("nan")), {})
+            self.agent.loss = lambda batch, start=None: (torch.tensor(float("nan")), {})
         return original(self)
 
     monkeypatch.setattr(train_module.Trainer, "train_updates", poisoned)
@@ -147,7 +148,7 @@ def test_kill_9_then_resume(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = load_checkpoint(run_dir / "checkpoints")["step"]
-    done = subprocess.run([*args, f"run.steps={killed_at + 100}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*args, f"run.steps={killed_at + 100}"], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming {run_dir} at step {killed_at}" in done.stderr
     steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -173,7 +174,7 @@ def test_sigterm_saves_the_current_step_and_exits_with_one_line(tmp_path):
     assert re.search(r"error: interrupted at step (\d+); checkpoint saved", stderr.strip().splitlines()[-1])
     stopped_at = int(re.search(r"interrupted at step (\d+)", stderr).group(1))
     assert stopped_at >= 150 and load_checkpoint(run_dir / "checkpoints")["step"] == stopped_at
-    done = subprocess.run([*args, f"run.steps={stopped_at + 20}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*args, f"run.steps={stopped_at + 20}"], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0 and f"resuming {run_dir} at step {stopped_at}" in done.stderr, done.stderr[-3000:]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ def make_episodes(count: int = 3, length: int = 40, terminal_last: bool = True) 
 class Oracle:
     """Predicts exactly what happened: zero error by construction."""
 
-    obs_keys = ["state"]
+    obs_keys: ClassVar[list[str]] = ["state"]
 
     def open_loop(self, window, context):
         out = {"state": window["state"][:, context:].copy(), "reward": window["reward"][:, context:].astype(np.float64)}
@@ -124,7 +125,7 @@ def test_report_files_are_complete_and_readable(tmp_path):
 class ImageOracle:
     """Exact on the image key, off by a known constant of 51 pixel values (0.2) on a second one."""
 
-    obs_keys = ["image", "noisy"]
+    obs_keys: ClassVar[list[str]] = ["image", "noisy"]
 
     def open_loop(self, window, context):
         out = {"image": window["image"][:, context:].astype(np.float64)}

@@ -137,13 +137,15 @@ def test_compiling_rms_silu_raises_dynamo_recompile_limit_and_never_lowers_it(mo
     size in one process) the rest would run eagerly. Creating the compiled function makes room."""
     name = nets.recompile_limit_name()  # imports torch._dynamo
     config = torch._dynamo.config
-    monkeypatch.setattr(config, name, 8)
+    # config.patch, not monkeypatch: dynamo's config is a module whose entries are not in its __dict__, so
+    # monkeypatch's undo deletes the entry outright (pytest >= 9.1), breaking every later compile.
     monkeypatch.setattr(nets, "_compiled_rms_silu", None)
-    nets.compiled_rms_silu()
-    assert getattr(config, name) == nets.RMS_SILU_SPECIALISATIONS
-    monkeypatch.setattr(config, name, 1000)
-    nets._raise_recompile_limit(nets.RMS_SILU_SPECIALISATIONS)
-    assert getattr(config, name) == 1000
+    with config.patch({name: 8}):
+        nets.compiled_rms_silu()
+        assert getattr(config, name) == nets.RMS_SILU_SPECIALISATIONS
+    with config.patch({name: 1000}):
+        nets._raise_recompile_limit(nets.RMS_SILU_SPECIALISATIONS)
+        assert getattr(config, name) == 1000
 
 
 def test_mlp_shapes_and_layers():

@@ -161,3 +161,65 @@ def test_rejects_changed_keys():
     replay.add({"x": 1.0, "y": 2.0})
     with pytest.raises(KeyError):
         replay.add({"x": 1.0})
+
+
+# -- online queue, rewritten values and their persistence (replay context) -------------------------------
+def test_online_queue_serves_every_new_window_first_then_uniform():
+    replay = Replay(1000, seed=8, online=5)
+    fill(replay, 12)  # windows 0..4 and 5..9 are queued; steps 10, 11 wait for the next one
+    batch, index = replay.sample_index(3, 5)
+    assert batch["count"][0].tolist() == [0, 1, 2, 3, 4]
+    assert batch["count"][1].tolist() == [5, 6, 7, 8, 9]
+    assert np.array_equal(batch["count"], np.stack([replay.data["count"][i] for i in index]))
+    assert not replay.queue
+    fill(replay, 3, start=12)  # 10..14 completes the third window
+    assert replay.sample(1, 5)["count"][0].tolist() == [10, 11, 12, 13, 14]
+
+
+def test_online_windows_dropped_from_the_ring_are_skipped():
+    replay = Replay(8, seed=9, online=4)
+    fill(replay, 16)  # windows at 0, 4, 8, 12 queued; only 8.. is still stored
+    batch = replay.sample(2, 4)
+    assert batch["count"][0].tolist() == [8, 9, 10, 11]
+    assert batch["count"][1].tolist() == [12, 13, 14, 15]
+
+
+def test_update_rewrites_the_sampled_positions_only():
+    replay = Replay(20, seed=10)
+    fill(replay, 20)
+    batch, index = replay.sample_index(2, 4)
+    replay.update(index[:, 1:], {"state": np.full((2, 3, 3), -1.0, np.float32)})
+    changed = {int(c) for c in replay.data["count"][(replay.data["state"] == -1.0).all(-1)]}
+    assert changed == {int(c) for c in batch["count"][:, 1:].ravel()}
+
+
+def test_state_file_restores_queue_and_rewritten_values_on_load(tmp_path):
+    from worldmodels.replay_store import ChunkStore
+
+    replay = Replay(100, seed=11, store=ChunkStore(tmp_path), chunk=10, online=6)
+    fill(replay, 40)
+    replay.sample(2, 6)  # consumes two of the six queued windows
+    replay.update(np.array([[3, 4], [30, 31]]), {"state": np.full((2, 2, 3), 7.0, np.float32)})
+    replay.flush()
+    replay.save_state(("state",))
+    fill(replay, 10, start=40)  # written after the state file: kept, with the values they were stored with
+    replay.flush()
+    again = Replay(100, seed=11, store=ChunkStore(tmp_path), chunk=10, online=6)
+    assert again.load() == 50
+    assert np.array_equal(again.data["state"][:40], replay.data["state"][:40])
+    assert (again.data["state"][[3, 4, 30, 31]] == 7.0).all() and again.data["state"][40, 0] == 40
+    assert list(again.queue) == [12, 18, 24, 30]  # the four windows not yet trained on when the file was saved
+    assert again.since_queued == 4
+
+
+def test_state_file_of_a_smaller_replay_fits_the_newest_steps(tmp_path):
+    from worldmodels.replay_store import ChunkStore
+
+    replay = Replay(100, seed=12, store=ChunkStore(tmp_path), chunk=10)
+    fill(replay, 30)
+    replay.data["state"][:] = -np.arange(100, dtype=np.float32)[:, None]
+    replay.flush()
+    replay.save_state(("state",))
+    again = Replay(20, seed=12, store=ChunkStore(tmp_path), chunk=10)
+    again.load()
+    assert sorted(again.data["state"][:, 0].tolist()) == sorted((-np.arange(10, 30)).tolist())

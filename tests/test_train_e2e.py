@@ -60,8 +60,10 @@ def test_training_writes_metrics_events_and_checkpoint(trained_run: Path):
     assert (trained_run / "config.yaml").is_file()
     payload = load_checkpoint(trained_run / "checkpoints" / "latest")
     assert payload["step"] == 300 and payload["updates"] > 0
-    # train ratio 64 with 4 x 16 batches after 64 steps: one update per env step, plus the first.
-    assert payload["updates"] == 1 + (300 - 64) * 64 // 64
+    # train ratio 64 with 4 x 16 batches after 64 stored steps: one update per stored step, plus the first;
+    # a step is stored for each of the 300 actions and for the last observation of each 50-step episode.
+    assert payload["stored"] == 300 + 300 // 50 - 1 and payload["train_from"] == 64
+    assert payload["updates"] == 1 + (payload["stored"] - 64) * 64 // 64
 
 
 def test_checkpoint_round_trip_restores_the_same_policy(trained_run: Path):

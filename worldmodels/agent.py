@@ -21,6 +21,9 @@ from worldmodels.world_model import Batch, WorldModel
 
 Carry = tuple[dict[str, torch.Tensor], torch.Tensor]
 
+# Replay keys of the latent state stored with each step, for replay context (see Agent.split_context).
+LATENT_KEYS = ("latent/deter", "latent/stoch")
+
 
 def action_spec(space: gym.Space) -> tuple[int, bool]:
     """(action vector size, is discrete) of a normalised action space."""
@@ -34,7 +37,7 @@ def action_spec(space: gym.Space) -> tuple[int, bool]:
 def obs_shapes(space: gym.Space) -> dict[str, tuple[int, ...]]:
     """Observation keys the agent models: 1-D Box vectors and (H, W, C) uint8 Box images of a Dict space."""
     if not isinstance(space, gym.spaces.Dict):
-        raise ValueError(f"observation space {space} is not supported: the agent needs a Dict of vectors and images")
+        raise ValueError(f"observation space {space} is not supported: the agent needs a Dict of vectors and images")  # noqa: TRY004 - callers turn ValueErrors into one-line errors
     shapes = {}
     for key, sub in space.spaces.items():
         vector = isinstance(sub, gym.spaces.Box) and len(sub.shape) == 1
@@ -74,6 +77,7 @@ class Agent(nn.Module):
         trainable = [p for p in self.parameters() if p.requires_grad]
         self.opt = LaProp(trainable, **agent["opt"])
         self.gamma = 1.0 - 1.0 / agent["horizon"]
+        self.posterior: dict[str, torch.Tensor] = {}  # latents of the last update (posterior_entries)
 
     def compile_steps(self) -> None:
         """torch.compile the per-step functions of the recurrent loops (observe and imagine).
@@ -106,6 +110,28 @@ class Agent(nn.Module):
         dist = self.actor(self.wm.rssm.feat(state))
         action = dist.sample() if mode == "sample" else dist.mode()
         return action, (state, action)
+
+    def replay_entry(self, carry: Carry) -> dict[str, np.ndarray]:
+        """The latent state of an acting carry as replay values (N, ...): deter in float16 (the official
+        code stores it in its bf16 compute dtype) and the sampled class of each stoch variable."""
+        state, _ = carry
+        return {"latent/deter": state["deter"].to(torch.float16).cpu().numpy(),
+                "latent/stoch": state["stoch"].argmax(-1).to(torch.int16).cpu().numpy()}
+
+    def split_context(self, batch: Batch, context: int) -> tuple[Batch, Carry]:
+        """Replay context (the official `replay_context`): the first `context` steps of a replayed window
+        are not trained on; the latent state stored for the last of them, with the action taken there,
+        starts the filtering of the rest, instead of zeros. Returns (the rest, its start carry)."""
+        k = context - 1
+        stoch = F.one_hot(batch["latent/stoch"][:, k].long(), self.wm.rssm.classes).float()
+        start = ({"deter": batch["latent/deter"][:, k].float(), "stoch": stoch}, batch["action"][:, k].float())
+        rest = {key: value[:, context:] for key, value in batch.items() if key not in LATENT_KEYS}
+        return rest, start
+
+    def posterior_entries(self) -> dict[str, torch.Tensor]:
+        """The posterior latents (B, T, ...) of the last update, as replay values (see replay_entry)."""
+        post = self.posterior
+        return {"latent/deter": post["deter"].to(torch.float16), "latent/stoch": post["stoch"].argmax(-1).to(torch.int16)}
 
     def env_action(self, action: torch.Tensor) -> np.ndarray:
         """Agent action (N, A) -> what the environments take: indices, or vectors clipped to [-1, 1]."""
@@ -157,11 +183,14 @@ class Agent(nn.Module):
             state = self.wm.rssm.imagine_step({"deter": deter, "stoch": stoch, "classes": classes}, action)
         return feat, param, action, state["deter"], state["stoch"], state["classes"]
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total scaled loss and metrics of one update (world model, actor, critic, replay value)."""
+    def loss(self, batch: Batch, start: Carry | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total scaled loss and metrics of one update (world model, actor, critic, replay value).
+
+        `start`: the carry the filtering starts from (replay context); zeros when None."""
         B, T = batch["reward"].shape
-        state, prev_action = self.initial_carry(B)
+        state, prev_action = start if start is not None else self.initial_carry(B)
         losses, post, _ = self.wm.loss(batch, state, prev_action)
+        self.posterior = {"deter": post["deter"].detach(), "stoch": post["stoch"].detach()}
         wm_feat = post["feat"]
         bins = self.critic.bins
 
@@ -212,7 +241,7 @@ class Agent(nn.Module):
             {
                 "imag/return": ret.mean(),
                 "imag/value": val.mean(),
-                "imag/reward": rew[:, 1:].mean(),
+                "imag/reward": rew[1:].mean(),  # time-major: the imagined steps, not the start states
                 "imag/retnorm_scale": self.retnorm.scale(),
                 "policy/entropy": ent.mean().detach(),
                 "wm/post_entropy": -(post["logits"].exp() * post["logits"]).sum(-1).mean().detach(),
@@ -220,14 +249,15 @@ class Agent(nn.Module):
         )
         return total, metrics
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
-        """One update of every network from a replayed batch (B, T, ...).
+    def train_step(self, batch: Batch, start: Carry | None = None) -> dict[str, float]:
+        """One update of every network from a replayed batch (B, T, ...), filtered from `start` (zeros when
+        None); the posterior latents are left in `posterior_entries()` for the replay.
 
         A non-finite loss or gradient skips the update (weights, optimiser and slow critic untouched)
         and reports `train/nonfinite` = 1, so one bad batch cannot poison the run.
         """
         self.train()
-        total, metrics = self.loss(batch)
+        total, metrics = self.loss(batch, start)
         self.opt.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(total))
         if finite:

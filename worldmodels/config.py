@@ -86,21 +86,25 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
         _int(cfg, "run.steps", 1)
         _float(cfg, "run.train_ratio", 0.0, strict_low=True)
         _int(cfg, "run.train_start", 0)
-        for key in ("log_every", "eval_every", "save_every", "threads", "video_every"):
+        for key in ("log_every", "eval_every", "save_every", "save_seconds", "threads", "video_every"):
             _int(cfg, f"run.{key}", 0)
         _int(cfg, "run.eval_episodes", 1)
         _int(cfg, "run.max_env_failures", 0)
         _int(cfg, "run.max_nonfinite", 1)
         _int(cfg, "replay.chunk", 1)
-        for key in ("run.keep_memory", "run.onednn", "run.defer_grads", "replay.persist"):
+        _int(cfg, "replay.context", 0)
+        for key in ("run.keep_memory", "run.onednn", "run.defer_grads", "replay.persist", "replay.online"):
             if not isinstance(_get(cfg, key), bool):
                 raise UserError(f"config value {key}={_get(cfg, key)!r} is invalid: expected true or false")
         _choice(cfg, "run.eval_mode", ("mode", "sample"))
         _int(cfg, "batch.size", 1)
         _int(cfg, "batch.length", 2)
         _int(cfg, "replay.capacity", 1)
-        if cfg.replay.capacity < cfg.batch.length:
-            raise UserError(f"config value replay.capacity={cfg.replay.capacity} is invalid: must be >= batch.length={cfg.batch.length}")
+        window = cfg.batch.length + cfg.replay.context
+        if cfg.replay.capacity < window:
+            raise UserError(
+                f"config value replay.capacity={cfg.replay.capacity} is invalid: must be >= batch.length + replay.context = {window}"
+            )
     else:
         _int(cfg, "episodes", 1)
 

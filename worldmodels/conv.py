@@ -39,8 +39,11 @@ class ChannelNorm(nn.Module):
 
 
 def _conv_init(conv: nn.Module) -> nn.Module:
-    fan_in = conv.weight[0].numel() if isinstance(conv, nn.Conv2d) else conv.weight.shape[0] * conv.weight[0, 0].numel() // 4
-    init_linear_(conv.weight, fan_in)
+    """The official fan-in, kernel area x input channels, for convolutions and transposed ones alike
+    (the official transposed convolution is a convolution over a zero-stuffed input)."""
+    weight = conv.weight  # Conv2d (out, in, k, k); ConvTranspose2d (in, out, k, k)
+    in_channels = weight.shape[1] if isinstance(conv, nn.Conv2d) else weight.shape[0]
+    init_linear_(weight, in_channels * weight[0, 0].numel())
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
     return conv

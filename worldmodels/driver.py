@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -140,6 +141,6 @@ class Driver:
             self.capture_sim_state = False
         starts = [i for i, s in enumerate(steps) if s["is_first"]] + [len(steps)]
         episodes = [
-            {key: np.stack([s[key] for s in steps[a:b]]) for key in steps[a]} for a, b in zip(starts, starts[1:]) if b > a
+            {key: np.stack([s[key] for s in steps[a:b]]) for key in steps[a]} for a, b in itertools.pairwise(starts) if b > a
         ]
         return episodes, stats

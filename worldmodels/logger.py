@@ -17,7 +17,7 @@ class Logger:
         from torch.utils.tensorboard import SummaryWriter  # imported here: slow, and only runs need it
 
         self.run_dir = Path(run_dir)
-        self.metrics = open(self.run_dir / "metrics.jsonl", "a")
+        self.metrics = open(self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115 - open for the run's length, closed by close()
         # purge_step hides events a killed run wrote after its last checkpoint.
         self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=initial_step or None)
         self.bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True, mininterval=1.0, disable=not progress)

@@ -26,7 +26,7 @@ class LaProp(torch.optim.Optimizer):
         agc: float = 0.3,
         warmup: int = 1000,
     ):
-        super().__init__(params, dict(lr=lr, eps=eps, beta1=beta1, beta2=beta2, agc=agc, warmup=warmup))
+        super().__init__(params, {"lr": lr, "eps": eps, "beta1": beta1, "beta2": beta2, "agc": agc, "warmup": warmup})
 
     @torch.no_grad()
     def step(self, closure=None):

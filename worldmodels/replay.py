@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -17,14 +20,22 @@ class Replay:
     which resets the world model's state. A window never crosses the write position, where the
     newest and the oldest data meet.
 
+    Online queue (the official `replay.online`): with `online=L`, every L new steps the window of the
+    newest L steps is queued, and `sample` takes queued windows first, so every new sequence is trained
+    on at least once, however large the replay has grown.
+
+    Stored values can be rewritten after the fact with `update` (the latent states of replay context).
+    `save_state`/`load` keep the queue and those rewrites across a resume.
+
     Args:
         capacity: steps kept; the oldest are dropped first.
         seed: seed of the sampling generator.
         store: where to persist steps (see ChunkStore); None keeps them in memory only.
         chunk: steps per chunk file; at most this many steps are lost when the process dies.
+        online: window length of the online queue; 0 turns it off.
     """
 
-    def __init__(self, capacity: int, seed: int = 0, store: ChunkStore | None = None, chunk: int = 1024):
+    def __init__(self, capacity: int, seed: int = 0, store: ChunkStore | None = None, chunk: int = 1024, online: int = 0):
         if capacity < 1:
             raise ValueError(f"replay.capacity must be a positive integer, got {capacity}")
         if chunk < 1:
@@ -36,6 +47,9 @@ class Replay:
         self.added = 0  # steps ever added
         self.store, self.chunk = store, min(int(chunk), self.capacity)
         self.flushed = 0  # steps ever added that are on disk
+        self.online = int(online)
+        self.queue: deque[int] = deque()  # start (in `added` numbering) of each queued window
+        self.since_queued = 0  # steps added since the last window was queued
 
     def __len__(self) -> int:
         return self.size
@@ -53,6 +67,11 @@ class Replay:
             self.data[key][index] = value
         self.added += 1
         self.size = min(self.size + 1, self.capacity)
+        if self.online:
+            self.since_queued += 1
+            if self.since_queued >= self.online:
+                self.queue.append(self.added - self.online)
+                self.since_queued = 0
         if self.store is not None and self.added - self.flushed >= self.chunk:
             self.flush()
 
@@ -70,16 +89,74 @@ class Replay:
         self.store.evict(self.capacity)
 
     def load(self) -> int:
-        """Refill from the store (on resume); returns the number of steps loaded."""
+        """Refill from the store (on resume); returns the number of steps loaded.
+
+        Where the store holds a state file (`save_state`), the queue and rewritten values it recorded are
+        restored onto the steps that were stored when it was written."""
         if self.store is None:
             return 0
-        loaded = 0
-        for chunk in self.store.load(self.capacity):
+        state = self._read_state()
+        loaded = before_state = 0
+        for seq, chunk in self.store.load(self.capacity, with_seq=True):
             for i in range(len(chunk["is_first"])):
                 self._add_quietly({key: values[i] for key, values in chunk.items()})
                 loaded += 1
+                before_state += state is not None and seq < int(state["seq_end"])
         self.flushed = self.added
+        if state is not None and loaded == self.added:
+            self._apply_state(state, end=before_state)
         return loaded
+
+    # -- state that changes after steps are written: the online queue and rewritten values -------------
+    STATE_FILE = "state.npz"
+
+    def save_state(self, keys: tuple[str, ...] = ()) -> None:
+        """Write the online queue and the current values of `keys` (for every stored step) beside the
+        chunks, atomically; call after `flush`, so the file describes exactly the steps on disk."""
+        if self.store is None:
+            return
+        order = self._recent(self.size)
+        arrays = {f"value/{key}": self.data[key][order] for key in keys if key in self.data}
+        arrays.update(
+            seq_end=np.int64(self.store.next_seq),
+            queue_age=np.asarray([self.added - start for start in self.queue], np.int64),
+            since_queued=np.int64(self.since_queued),
+        )
+        path = self.store.dir / self.STATE_FILE
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def _read_state(self) -> dict[str, np.ndarray] | None:
+        path = self.store.dir / self.STATE_FILE
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except Exception as e:  # noqa: BLE001 - a damaged state file costs the rewrites, not the replay
+            warnings.warn(f"replay state {path} is unreadable and was skipped ({type(e).__name__}: {e})", stacklevel=3)
+            return None
+
+    def _apply_state(self, state: dict[str, np.ndarray], end: int) -> None:
+        """Restore the saved queue and values onto loaded steps 0 .. end - 1 (those the file describes;
+        the load started from an empty replay, so a step's `added` number is its place in the load)."""
+        oldest = self.added - self.size
+        for key, values in state.items():
+            if key.startswith("value/") and key[6:] in self.data:
+                count = min(len(values), end - oldest)
+                if count > 0:
+                    self.data[key[6:]][(end - count + np.arange(count)) % self.capacity] = values[len(values) - count:]
+        self.queue = deque(int(end - age) for age in state["queue_age"] if end - age >= oldest)
+        self.since_queued = int(state["since_queued"])
+
+    def update(self, index: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        """Rewrite stored values at ring positions `index` (as returned by `sample_index`)."""
+        for key, value in values.items():
+            self.data[key][index] = value
 
     def _add_quietly(self, step: dict[str, Any]) -> None:
         store, self.store = self.store, None
@@ -100,10 +177,23 @@ class Replay:
 
     def sample(self, batch: int, length: int) -> dict[str, np.ndarray]:
         """`batch` windows of `length` consecutive steps: arrays (B, T, ...)."""
+        data, _ = self.sample_index(batch, length)
+        return data
+
+    def sample_index(self, batch: int, length: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Like `sample`, also returning the windows' ring positions (B, T), for `update`.
+
+        Queued online windows come first (one per batch row while the queue lasts); the rest are drawn
+        uniformly among all stored windows."""
         if length > self.size:
             raise ValueError(f"cannot sample sequences of {length} steps from a replay holding {self.size}")
-        # Logical position 0 is the oldest stored step; windows start at 0 .. size - length.
-        starts = self.rng.integers(0, self.size - length + 1, size=batch)
         oldest = self.added - self.size
-        index = (oldest + starts[:, None] + np.arange(length)[None]) % self.capacity
-        return {key: values[index] for key, values in self.data.items()}
+        queued = []
+        while self.queue and len(queued) < batch:
+            start = self.queue.popleft()
+            if oldest <= start and start + length <= self.added:  # still stored, and long enough
+                queued.append(start)
+        # Logical position 0 is the oldest stored step; windows start at 0 .. size - length.
+        starts = np.concatenate([np.asarray(queued, np.int64), oldest + self.rng.integers(0, self.size - length + 1, size=batch - len(queued))])
+        index = (starts[:, None] + np.arange(length)[None]) % self.capacity
+        return {key: values[index] for key, values in self.data.items()}, index

@@ -56,8 +56,9 @@ class ChunkStore:
             path.unlink(missing_ok=True)
             total -= length
 
-    def load(self, keep_steps: int) -> list[dict[str, np.ndarray]]:
-        """The readable chunks, oldest first, limited to about the newest `keep_steps` steps."""
+    def load(self, keep_steps: int, with_seq: bool = False) -> list:
+        """The readable chunks, oldest first, limited to about the newest `keep_steps` steps; with
+        `with_seq`, (sequence number, chunk) pairs."""
         chunks: list[dict[str, np.ndarray]] = []
         expected, gap = None, False
         for path in self.files():
@@ -74,11 +75,12 @@ class ChunkStore:
             if chunks and (gap or seq != expected):  # steps are missing before this chunk: start afresh
                 chunk["is_first"] = chunk["is_first"].copy()
                 chunk["is_first"][0] = True
-            chunks.append(chunk)
+            chunks.append((seq, chunk))
             expected, gap = seq + 1, False
-        total = 0
+        total, first = 0, 0
         for i in range(len(chunks) - 1, -1, -1):
-            total += len(chunks[i]["is_first"])
+            total += len(chunks[i][1]["is_first"])
             if total >= keep_steps:
-                return chunks[i:]
-        return chunks
+                first = i
+                break
+        return chunks[first:] if with_seq else [chunk for _, chunk in chunks[first:]]

@@ -63,16 +63,18 @@ class RSSM(nn.Module):
         self.in_action = NormAct(action_dim, hidden)
         # The official block layer maps concat(deter block, shared inputs) per block. Its shared half applies
         # each block's own weights to the same input, which is exactly one dense layer: splitting it this way
-        # computes the same function without copying the shared inputs into every block.
-        group_in = deter // blocks + 3 * hidden
-        self.gru_hidden = BlockLinear(deter, deter, blocks, fan_in=group_in)
-        self.gru_hidden_shared = Linear(3 * hidden, deter, bias=False, fan_in=group_in)  # the bias is gru_hidden's
+        # computes the same function without copying the shared inputs into every block. Both halves keep
+        # the official fan-in, the whole block layer's input width: deter + blocks * 3 * hidden.
+        block_in = deter + blocks * 3 * hidden
+        self.gru_hidden = BlockLinear(deter, deter, blocks, fan_in=block_in)
+        self.gru_hidden_shared = Linear(3 * hidden, deter, bias=False, fan_in=block_in)  # the bias is gru_hidden's
         self.gru_hidden_norm = RMSNorm(deter)
         self.gru_gates = BlockLinear(deter, 3 * deter, blocks)
         # Posterior q(z | h, e): one hidden layer on concat(deter, embed); the embed half is applied to
-        # whole sequences at once, and the layer's one bias sits in the deter half.
-        self.post_deter = Linear(deter, hidden)
-        self.post_embed = Linear(embed_dim, hidden, bias=False)
+        # whole sequences at once, and the layer's one bias sits in the deter half. Both halves keep the
+        # fan-in of the whole layer, deter + embed.
+        self.post_deter = Linear(deter, hidden, fan_in=deter + embed_dim)
+        self.post_embed = Linear(embed_dim, hidden, bias=False, fan_in=deter + embed_dim)
         self.post_norm = RMSNorm(hidden)
         self.post_out = Linear(hidden, stoch * classes)
         # Prior p(z | h): two hidden layers.

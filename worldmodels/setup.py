@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 import envs
 from worldmodels.agent import Agent
 from worldmodels.errors import UserError, exit_with
+from worldmodels.matmul import onednn_enabled, set_onednn
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -64,6 +66,20 @@ def seed_everything(seed: int) -> None:
 def set_threads(threads: int) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def process_settings(threads: int, onednn: bool) -> Iterator[None]:
+    """Torch's CPU thread count and the oneDNN routing for the length of a run, put back as they were when
+    it ends, so a notebook, script or test that calls `train` keeps its own settings."""
+    saved = torch.get_num_threads(), onednn_enabled()
+    set_threads(threads)
+    set_onednn(onednn)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        set_onednn(saved[1])
 
 
 def make_env(env_cfg: DictConfig, seed: int) -> gym.Env:

@@ -21,19 +21,21 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from worldmodels.agent import LATENT_KEYS
 from worldmodels.checkpoint import load_agent_state, load_checkpoint, save_checkpoint
 from worldmodels.config import resume_conflict, validate
 from worldmodels.driver import Driver, EnvFailure
 from worldmodels.errors import UserError, exit_with
 from worldmodels.imagination import WorldModelPredictor
 from worldmodels.logger import Logger, truncate_metrics
-from worldmodels.matmul import set_onednn
 from worldmodels.memory import keep_freed_memory
 from worldmodels.replay import Replay
 from worldmodels.replay_store import ChunkStore
 from worldmodels.report import replay_openloop
-from worldmodels.setup import CONFIG_DIR, entry_point, make_agent, make_env, seed_everything, set_threads, to_torch
+from worldmodels.setup import CONFIG_DIR, entry_point, make_agent, make_env, process_settings, seed_everything, to_torch
 from worldmodels.video import add_gif, save_gif
+
+clock = time.monotonic  # wall-clock of the checkpoint interval (a test runs it faster)
 
 
 def prepare_run_dir(cfg: DictConfig) -> tuple[Path, dict[str, Any] | None]:
@@ -103,7 +105,9 @@ class Trainer:
         if cfg.run.compile:
             self.agent.compile_steps()
         store = ChunkStore(run_dir / "replay") if cfg.replay.persist else None
-        self.replay = Replay(cfg.replay.capacity, seed=cfg.seed, store=store, chunk=cfg.replay.chunk)
+        self.context = cfg.replay.context  # replayed windows are batch.length + context steps long
+        window = cfg.batch.length + self.context
+        self.replay = Replay(cfg.replay.capacity, seed=cfg.seed, store=store, chunk=cfg.replay.chunk, online=window if cfg.replay.online else 0)
         repeat = cfg.env.action_repeat
         self.driver = Driver(
             self.env,
@@ -122,9 +126,10 @@ class Trainer:
             recreate=lambda: make_env(cfg.env, cfg.seed + 20_000 + self.eval_driver.failures),
             max_failures=cfg.run.max_env_failures,
         )
-        self.step = 0
+        self.step = 0  # env steps (frames after action repeat): what run.steps and every logged step count
+        self.stored = 0  # replay items this run stored, one per agent step: what the train ratio counts
         self.updates = 0
-        self.train_from: int | None = None  # env step at which training started (train-ratio accounting)
+        self.train_from: int | None = None  # stored items when training started (train-ratio accounting)
         self.nonfinite = 0  # consecutive skipped updates
         self.wall = 0.0  # seconds of training before this process (summed over resumes)
         self.started = time.time()
@@ -136,6 +141,7 @@ class Trainer:
         return {
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "step": self.step,
+            "stored": self.stored,
             "updates": self.updates,
             "train_from": self.train_from,
             "agent": self.agent.state_dict(),
@@ -151,6 +157,12 @@ class Trainer:
         try:
             self.agent.opt.load_state_dict(payload["optimizer"])
             self.step, self.updates, self.train_from = payload["step"], payload["updates"], payload["train_from"]
+            if "stored" in payload:
+                self.stored = payload["stored"]
+            else:  # checkpoints before 0.3 counted the train ratio in env steps: convert to agent steps
+                repeat = self.cfg.env.action_repeat
+                self.stored = self.step // repeat
+                self.train_from = None if self.train_from is None else self.train_from // repeat
             self.driver.failures = payload.get("env_failures", 0)
             self.wall = float(payload.get("wall_s", 0.0))
             set_rng_state(payload["rng"], self.replay)
@@ -161,6 +173,7 @@ class Trainer:
     def save(self) -> None:
         """Replay first, then the checkpoint: the checkpoint never refers to steps that are not on disk."""
         self.replay.flush()
+        self.replay.save_state(LATENT_KEYS)  # the online queue and the latents rewritten by training
         save_checkpoint(self.run_dir / "checkpoints" / "latest", self.state())
 
     def openloop_report(self) -> dict[str, float]:
@@ -183,19 +196,37 @@ class Trainer:
                 add_gif(self.logger.tb, f"eval/video_{key}", frames, self.step)
         return float(np.mean([s["return"] for s in stats]))
 
+    def collect(self, step: dict[str, Any]) -> None:
+        """Store one agent step in the replay (the driver's `on_step`), with the latent state the policy
+        reached there when replay context is on (the start of later replayed windows until trained on)."""
+        if self.context:
+            step.update({k: v[0] for k, v in self.agent.replay_entry(self.driver.carry).items()})
+        self.replay.add(step)
+        self.stored += 1
+
     def train_updates(self) -> dict[str, list[float]]:
-        """Run the updates owed at the current env step: updates * B * T ~= train_ratio * env steps."""
+        """Run the updates owed so far: updates * B * T ~= train_ratio * stored steps.
+
+        As in the official code, the ratio counts replay items (one per agent step), not env frames: with
+        an action repeat of 2, the same ratio replays each stored step as often as with a repeat of 1."""
         cfg = self.cfg
         metrics: dict[str, list[float]] = defaultdict(list)
-        if self.step < cfg.run.train_start or len(self.replay) < cfg.batch.length:
+        window = cfg.batch.length + self.context
+        if self.stored < cfg.run.train_start or len(self.replay) < window:
             return metrics
         if self.train_from is None:
-            self.train_from = self.step
+            self.train_from = self.stored
         replayed = cfg.batch.size * cfg.batch.length
-        due = 1 + int((self.step - self.train_from) * cfg.run.train_ratio / replayed)
+        due = 1 + int((self.stored - self.train_from) * cfg.run.train_ratio / replayed)
         while self.updates < due:
-            batch = to_torch(self.replay.sample(cfg.batch.size, cfg.batch.length), self.agent.device)
-            result = self.agent.train_step(batch)
+            sample, index = self.replay.sample_index(cfg.batch.size, window)
+            batch, start = to_torch(sample, self.agent.device), None
+            if self.context:
+                batch, start = self.agent.split_context(batch, self.context)
+            result = self.agent.train_step(batch, start)
+            if self.context and not result["train/nonfinite"]:
+                latents = {k: v.cpu().numpy() for k, v in self.agent.posterior_entries().items()}
+                self.replay.update(index[:, self.context:], latents)
             self.nonfinite = self.nonfinite + 1 if result["train/nonfinite"] else 0
             if self.nonfinite >= cfg.run.max_nonfinite:
                 raise UserError(
@@ -220,11 +251,12 @@ class Trainer:
         episodes: list[float] = []
         last_return = eval_return = None
         next_log, next_eval, next_save = after(cfg.run.log_every), after(cfg.run.eval_every), after(cfg.run.save_every)
+        saved_at = clock()  # checkpoints come every save_every env steps or save_seconds, whichever is first
         next_report, next_video = after(cfg.report.every), after(cfg.run.video_every)
         start, start_step = time.time(), self.step
         try:
             while self.step < total:
-                taken, done = self.driver.step(self.replay.add)
+                taken, done = self.driver.step(self.collect)
                 self.step += taken
                 if done is not None:
                     episodes.append(done["return"])
@@ -261,9 +293,9 @@ class Trainer:
                     pending.clear()
                     episodes.clear()
                     next_log = after(cfg.run.log_every)
-                if self.step >= next_save:
+                if self.step >= next_save or (cfg.run.save_seconds and clock() - saved_at >= cfg.run.save_seconds):
                     self.save()
-                    next_save = after(cfg.run.save_every)
+                    next_save, saved_at = after(cfg.run.save_every), clock()
                 postfix = {"updates": self.updates}
                 if last_return is not None:
                     postfix["return"] = last_return
@@ -305,9 +337,12 @@ def sigterm_as_interrupt():
 def train(cfg: DictConfig) -> Path:
     """Validate, build, train (or resume); returns the run folder. Bad input raises UserError before anything is written."""
     validate(cfg)
+    with process_settings(cfg.run.threads, cfg.run.onednn):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> Path:
     seed_everything(cfg.seed)
-    set_threads(cfg.run.threads)
-    set_onednn(cfg.run.onednn)
     if cfg.run.keep_memory:
         keep_freed_memory()
     run_dir, payload = prepare_run_dir(cfg)
