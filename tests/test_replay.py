@@ -167,19 +167,20 @@ def test_rejects_changed_keys():
 def test_online_queue_serves_every_new_window_first_then_uniform():
     replay = Replay(1000, seed=8, online=5)
     fill(replay, 12)  # windows 0..4 and 5..9 are queued; steps 10, 11 wait for the next one
-    batch, index = replay.sample_index(3, 5)
+    assert len(replay.sample(3, 5)["count"]) == 3 and len(replay.queue) == 2  # other callers leave the queue alone
+    batch, index = replay.sample_index(3, 5, online=True)
     assert batch["count"][0].tolist() == [0, 1, 2, 3, 4]
     assert batch["count"][1].tolist() == [5, 6, 7, 8, 9]
     assert np.array_equal(batch["count"], np.stack([replay.data["count"][i] for i in index]))
     assert not replay.queue
     fill(replay, 3, start=12)  # 10..14 completes the third window
-    assert replay.sample(1, 5)["count"][0].tolist() == [10, 11, 12, 13, 14]
+    assert replay.sample(1, 5, online=True)["count"][0].tolist() == [10, 11, 12, 13, 14]
 
 
 def test_online_windows_dropped_from_the_ring_are_skipped():
     replay = Replay(8, seed=9, online=4)
     fill(replay, 16)  # windows at 0, 4, 8, 12 queued; only 8.. is still stored
-    batch = replay.sample(2, 4)
+    batch = replay.sample(2, 4, online=True)
     assert batch["count"][0].tolist() == [8, 9, 10, 11]
     assert batch["count"][1].tolist() == [12, 13, 14, 15]
 
@@ -198,7 +199,7 @@ def test_state_file_restores_queue_and_rewritten_values_on_load(tmp_path):
 
     replay = Replay(100, seed=11, store=ChunkStore(tmp_path), chunk=10, online=6)
     fill(replay, 40)
-    replay.sample(2, 6)  # consumes two of the six queued windows
+    replay.sample(2, 6, online=True)  # consumes two of the six queued windows
     replay.update(np.array([[3, 4], [30, 31]]), {"state": np.full((2, 2, 3), 7.0, np.float32)})
     replay.flush()
     replay.save_state(("state",))

@@ -175,21 +175,22 @@ class Replay:
             index = (self.added - 1) % self.capacity
             self.data["is_last"][index] = True
 
-    def sample(self, batch: int, length: int) -> dict[str, np.ndarray]:
-        """`batch` windows of `length` consecutive steps: arrays (B, T, ...)."""
-        data, _ = self.sample_index(batch, length)
+    def sample(self, batch: int, length: int, online: bool = False) -> dict[str, np.ndarray]:
+        """`batch` windows of `length` consecutive steps: arrays (B, T, ...); see `sample_index`."""
+        data, _ = self.sample_index(batch, length, online)
         return data
 
-    def sample_index(self, batch: int, length: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Like `sample`, also returning the windows' ring positions (B, T), for `update`.
+    def sample_index(self, batch: int, length: int, online: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Windows as in `sample`, with their ring positions (B, T), for `update`.
 
-        Queued online windows come first (one per batch row while the queue lasts); the rest are drawn
-        uniformly among all stored windows."""
+        With `online` (training batches), queued online windows come first, one per batch row while the
+        queue lasts; the rest, and every window of other callers (reports), are drawn uniformly among
+        all stored windows."""
         if length > self.size:
             raise ValueError(f"cannot sample sequences of {length} steps from a replay holding {self.size}")
         oldest = self.added - self.size
         queued = []
-        while self.queue and len(queued) < batch:
+        while online and self.queue and len(queued) < batch:
             start = self.queue.popleft()
             if oldest <= start and start + length <= self.added:  # still stored, and long enough
                 queued.append(start)

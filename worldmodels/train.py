@@ -219,7 +219,7 @@ class Trainer:
         replayed = cfg.batch.size * cfg.batch.length
         due = 1 + int((self.stored - self.train_from) * cfg.run.train_ratio / replayed)
         while self.updates < due:
-            sample, index = self.replay.sample_index(cfg.batch.size, window)
+            sample, index = self.replay.sample_index(cfg.batch.size, window, online=True)
             batch, start = to_torch(sample, self.agent.device), None
             if self.context:
                 batch, start = self.agent.split_context(batch, self.context)
