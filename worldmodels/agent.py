@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -23,6 +24,9 @@ Carry = tuple[dict[str, torch.Tensor], torch.Tensor]
 
 # Replay keys of the latent state stored with each step, for replay context (see Agent.split_context).
 LATENT_KEYS = ("latent/deter", "latent/stoch")
+
+# Compute precisions of the forward passes (run.precision); weights, optimiser state and losses are float32 in both.
+PRECISIONS = ("float32", "bf16")
 
 
 def action_spec(space: gym.Space) -> tuple[int, bool]:
@@ -56,10 +60,18 @@ class Agent(nn.Module):
         model: size preset (deter, hidden, stoch, classes, blocks, units, *_layers).
         agent: learning settings (horizon, imag_length, lam, loss_scales, opt, ...).
         device: where the networks live; the same code runs on CPU and GPU.
+        precision: compute precision of the forward passes of updates and acting, `float32` or `bf16`
+            (see `autocast`); it may be changed between calls, since it does not change the weights.
     """
 
-    def __init__(self, obs_space: gym.Space, act_space: gym.Space, model: dict[str, Any], agent: dict[str, Any], device: str = "cpu"):
+    def __init__(
+        self, obs_space: gym.Space, act_space: gym.Space, model: dict[str, Any], agent: dict[str, Any], device: str = "cpu",
+        precision: str = "float32",
+    ):
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not supported: use one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.obs_keys = obs_shapes(obs_space)
         self.action_dim, self.discrete = action_spec(act_space)
         self.cfg = dict(agent)
@@ -94,6 +106,22 @@ class Agent(nn.Module):
             if isinstance(module, NormAct):
                 module.norm_act = compiled_rms_silu()
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context the forward passes of an update and of acting run in.
+
+        `float32`: none, everything runs as written. `bf16` (the official DreamerV3 default): torch.autocast
+        in bfloat16 on this device, so matmuls and convolutions compute in bfloat16 while the weights, their
+        gradients and the optimiser state stay float32. Every head's output (logits, policy parameters) and
+        the latent logits are cast to float32 before the distributions and losses take them, the recurrent
+        state stays float32, and the per-step losses are float32 before they are reduced. The package's own
+        CPU products (oneDNN, packed weights, one-hot gathers) step aside under autocast for plain F.linear.
+        """
+        if self.precision == "float32":
+            return contextlib.nullcontext()
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        raise ValueError(f"precision {self.precision!r} is not supported: use one of {', '.join(PRECISIONS)}")
+
     # -- acting --------------------------------------------------------------------------------
     def initial_carry(self, batch: int) -> Carry:
         return self.wm.rssm.initial(batch, self.device), torch.zeros(batch, self.action_dim, device=self.device)
@@ -104,11 +132,12 @@ class Agent(nn.Module):
         n = len(obs["is_first"])
         state, prev_action = carry if carry is not None else self.initial_carry(n)
         tensors = {k: torch.as_tensor(obs[k], device=self.device)[:, None] for k in self.obs_keys}
-        embed = self.wm.encoder(tensors)[:, 0]
         is_first = torch.as_tensor(obs["is_first"], device=self.device).float()
-        state = self.wm.rssm.obs_step(state, prev_action, embed, is_first)
-        dist = self.actor(self.wm.rssm.feat(state))
-        action = dist.sample() if mode == "sample" else dist.mode()
+        with self.autocast():  # the actions and the state come out float32 in either precision
+            embed = self.wm.encoder(tensors)[:, 0]
+            state = self.wm.rssm.obs_step(state, prev_action, embed, is_first)
+            dist = self.actor(self.wm.rssm.feat(state))
+            action = dist.sample() if mode == "sample" else dist.mode()
         return action, (state, action)
 
     def replay_entry(self, carry: Carry) -> dict[str, np.ndarray]:
@@ -235,6 +264,7 @@ class Agent(nn.Module):
         losses["repval"] = rep_w * self.critic_loss(rep_logp, F.pad(rep_ret, (0, 1)), rep_slow)[:, :-1]
 
         assert set(losses) == set(self.scales), (sorted(losses), sorted(self.scales))
+        losses = {k: v.float() for k, v in losses.items()}  # reduced in float32 (a no-op where they already are)
         total = sum(self.scales[k] * v.mean() for k, v in losses.items())
         metrics = {f"loss/{k}": v.mean().detach() for k, v in losses.items()}
         metrics.update(
@@ -257,7 +287,8 @@ class Agent(nn.Module):
         and reports `train/nonfinite` = 1, so one bad batch cannot poison the run.
         """
         self.train()
-        total, metrics = self.loss(batch, start)
+        with self.autocast():  # forward passes only: the backward pass and the optimiser step run outside
+            total, metrics = self.loss(batch, start)
         self.opt.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(total))
         if finite:

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from worldmodels.errors import UserError
 
 KNOWN_SUITES = ("gym", "dummy", "dmc")
+PRECISIONS = ("float32", "bf16")  # run.precision (worldmodels.agent.PRECISIONS, kept import-light here)
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -97,6 +98,7 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
             if not isinstance(_get(cfg, key), bool):
                 raise UserError(f"config value {key}={_get(cfg, key)!r} is invalid: expected true or false")
         _choice(cfg, "run.eval_mode", ("mode", "sample"))
+        _choice(cfg, "run.precision", PRECISIONS)
         _int(cfg, "batch.size", 1)
         _int(cfg, "batch.length", 2)
         _int(cfg, "replay.capacity", 1)

@@ -34,7 +34,7 @@ class DeferredWeightGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x = torch.stack(ctx.inputs)
+        x = torch.stack(ctx.inputs).to(grad.dtype)  # one dtype for the product, also after a bf16 autocast forward
         ctx.inputs.clear()  # the recorded inputs are only needed once
         if ctx.block:  # (T, B, G, O) and (T, B, G, I) -> (G, I, O)
             grad_w = torch.bmm(x.flatten(0, 1).transpose(0, 1).transpose(1, 2), grad.flatten(0, 1).transpose(0, 1))

@@ -106,7 +106,8 @@ class TwoHotHead(nn.Module):
         self.register_buffer("bins", bins, persistent=False)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.out(self.net(feat))
+        """Logits (..., bins), float32 also under bf16 autocast: the two-hot losses and means take them."""
+        return self.out(self.net(feat)).float()
 
     def mean(self, feat: torch.Tensor) -> torch.Tensor:
         return twohot_mean(self(feat), self.bins)
@@ -124,7 +125,7 @@ class BinaryHead(nn.Module):
         self.out = Linear(self.net.out_dim, 1)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.out(self.net(feat)).squeeze(-1)
+        return self.out(self.net(feat)).squeeze(-1).float()
 
     def prob(self, feat: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self(feat))
@@ -147,8 +148,9 @@ class Actor(nn.Module):
         return self.dist(self.params(feat))
 
     def params(self, feat: torch.Tensor) -> torch.Tensor:
-        """Raw policy outputs (logits, or mean and std pre-activations): small enough to keep and stack."""
-        return self.out(self.net(feat))
+        """Raw policy outputs (logits, or mean and std pre-activations): small enough to keep and stack;
+        float32 also under bf16 autocast, so the distributions and actions are float32."""
+        return self.out(self.net(feat)).float()
 
     def dist(self, params: torch.Tensor) -> DiscretePolicy | NormalPolicy:
         return DiscretePolicy(params) if self.discrete else NormalPolicy(params)

@@ -85,10 +85,15 @@ class _OneHotFeatLinear(torch.autograd.Function):
 
 
 def onehot_feat_linear(feat: OneHotFeat, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`F.linear(feat.tensor(), weight, bias)` with the one-hot half gathered instead of multiplied."""
+    """`F.linear(feat.tensor(), weight, bias)` with the one-hot half gathered instead of multiplied.
+
+    Under autocast (run.precision=bf16) it is that plain `F.linear`, which autocast runs in bfloat16: the
+    gather's autograd function is not autocast-aware (its backward would mix dtypes)."""
     lead = feat.deter.shape[:-1]
     if feat.deter.shape[-1] + feat.stoch.shape[-1] != weight.shape[1]:
         raise ValueError(f"features of width {feat.shape[-1]} into a layer of {weight.shape[1]} inputs")
+    if torch.is_autocast_enabled(feat.deter.device.type):
+        return F.linear(feat.tensor(), weight, bias)
     rows = lead.numel()
     flat = (feat.deter.reshape(rows, -1), feat.stoch.reshape(rows, -1), feat.index.reshape(rows, -1))
     y = _OneHotFeatLinear.apply(*flat, weight, bias)

@@ -123,6 +123,9 @@ class RSSM(nn.Module):
         # 4.7 instead of 6.1 ms per imagination step at size12m (1024 states).
         cand = 2.0 * torch.sigmoid(2.0 * torch.sigmoid(reset) * cand) - 1.0
         update = torch.sigmoid(update - 1.0)
+        # Under bf16 autocast (run.precision=bf16) the gates come out of bf16 matmuls; the recurrent state
+        # stays float32 (lerp takes one dtype). In float32 the casts return the tensors themselves.
+        cand, update = cand.to(deter.dtype), update.to(deter.dtype)
         return torch.lerp(deter.reshape(n, g, -1), cand, update).reshape(n, -1), taps
 
     def _dense(self, name: str, x: torch.Tensor, slots: Slots) -> torch.Tensor:
@@ -153,6 +156,7 @@ class RSSM(nn.Module):
             self._handles is not None
             and matmul.onednn_enabled()
             and x.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu")  # the custom op is not autocast-aware: bf16 goes to F.linear
             and x.dtype == weight.dtype == torch.float32
             and x.dim() == 2
             and x.shape[0] * weight.numel() >= matmul.MIN_MACS
@@ -166,7 +170,7 @@ class RSSM(nn.Module):
 
     def _stoch_logits(self, hidden: torch.Tensor, out: nn.Module) -> torch.Tensor:
         logits = out(hidden).reshape(*hidden.shape[:-1], self.stoch, self.classes)
-        return unimix_logits(logits, self.unimix)
+        return unimix_logits(logits.float(), self.unimix)  # float32 from here on, also under bf16 autocast
 
     def prior_logits(self, deter: torch.Tensor) -> torch.Tensor:
         return self._stoch_logits(self.prior_net(deter), self.prior_out)
@@ -175,7 +179,7 @@ class RSSM(nn.Module):
         hidden = torch.nn.functional.silu(self.post_norm(self._dense("post_deter", deter, slots) + embed_in))
         logits = self._dense("post_out", hidden, slots).reshape(*hidden.shape[:-1], self.stoch, self.classes)
         taps = {} if slots is None else {"post_deter": deter, "post_out": hidden}
-        return unimix_logits(logits, self.unimix), taps
+        return unimix_logits(logits.float(), self.unimix), taps
 
     # -- interface -----------------------------------------------------------------------------
     def observe(
