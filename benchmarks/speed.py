@@ -1,12 +1,14 @@
 """Speed benchmark: seconds per train update (world model + actor + critic) and env steps per second.
 
-Vector observations (17-D, 6-D continuous actions, as in MuJoCo locomotion), batch 16 x 64, float32.
+Vector observations (17-D, 6-D continuous actions, as in MuJoCo locomotion), batch 16 x 64, float32 (or
+bf16 compute with `--precision bf16`, run.precision: float32 weights, bfloat16 matmuls under torch.autocast).
 Prints the machine (CPU model and its vector flags, threads, the measured matmul throughput; the GPU on
 `--device cuda`) and a line per size, and saves `benchmarks/results/speed.json`. Results of different
 machines are not compared here: the machine is recorded beside them instead.
 
     python benchmarks/speed.py --sizes size1m size12m --threads 2
     python benchmarks/speed.py --device cuda --sizes size12m --compile   # also peak GPU memory; no env steps
+    python benchmarks/speed.py --device cuda --sizes size12m --precision bf16
 
 `benchmarks/gpu_check.sh` runs the GPU configurations one process each and prints one table.
 """
@@ -14,6 +16,7 @@ machines are not compared here: the machine is recorded beside them instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -27,6 +30,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
+from worldmodels.agent import PRECISIONS
 from worldmodels.driver import Driver
 from worldmodels.matmul import linear, onednn_enabled, set_onednn
 from worldmodels.memory import keep_freed_memory
@@ -104,21 +108,38 @@ def gpu_info(device: str) -> dict | None:
     }
 
 
-def matmul_gflops(device: str) -> float:
-    """This machine's float32 matmul throughput on a head-sized product, through the same `linear` the
-    networks use (oneDNN or MKL on the CPU, see worldmodels/matmul.py; F.linear on a GPU): the ceiling for an update."""
+def autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
+    """What Agent.autocast enters for `precision`, for the matmul throughput measured outside an agent."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def matmul_gflops(device: str, precision: str = "float32") -> float:
+    """This machine's matmul throughput on a head-sized product, through the same `linear` the networks use
+    (oneDNN or MKL on the CPU, see worldmodels/matmul.py; F.linear on a GPU), in the update's precision
+    (bf16: float32 operands under autocast, as the networks' layers): the ceiling for an update."""
     a, b = torch.randn(16384, 2560, device=device), torch.randn(256, 2560, device=device)
-    for _ in range(3):
+    with autocast(device, precision):
+        began = time.perf_counter()
         linear(a, b)
-    sync(device)  # the warm-up must not run into the timed part
-    began = time.perf_counter()
-    for _ in range(10):
-        linear(a, b)
-    sync(device)
-    return 10 * 2 * a.shape[0] * a.shape[1] * b.shape[0] / (time.perf_counter() - began) / 1e9
+        sync(device)
+        first = time.perf_counter() - began
+        # 3 warm-up calls and 10 timed ones, unless a call takes over a second (bf16 on a CPU without bf16
+        # instructions: about 5 s at 2 threads of AVX2); then 2 timed calls after this one.
+        slow = first > 1.0
+        for _ in range(0 if slow else 2):
+            linear(a, b)
+        sync(device)  # the warm-up must not run into the timed part
+        calls = 2 if slow else 10
+        began = time.perf_counter()
+        for _ in range(calls):
+            linear(a, b)
+        sync(device)
+    return calls * 2 * a.shape[0] * a.shape[1] * b.shape[0] / (time.perf_counter() - began) / 1e9
 
 
-def time_updates(size: str, device: str, repeats: int, compile_steps: bool, defer_grads: bool) -> dict[str, float | str]:
+def time_updates(size: str, device: str, repeats: int, compile_steps: bool, defer_grads: bool, precision: str = "float32") -> dict[str, float | str]:
     with initialize_config_dir(CONFIG_DIR, version_base=None):
         cfg = compose("config", [f"model={size}", f"device={device}"])
     cuda = torch.device(device).type == "cuda"
@@ -129,6 +150,7 @@ def time_updates(size: str, device: str, repeats: int, compile_steps: bool, defe
     torch.manual_seed(0)
     agent = make_agent(cfg, VectorTask)
     agent.wm.rssm.defer_grads = defer_grads
+    agent.precision = precision  # as the trainer sets run.precision
     batch = fake_batch(cfg.batch.size, cfg.batch.length, agent.device)
     with FlopCounterMode(display=False) as flops:  # matmul FLOPs of one whole update, forward and backward
         agent.train_step(batch)
@@ -160,12 +182,13 @@ def time_updates(size: str, device: str, repeats: int, compile_steps: bool, defe
     return row
 
 
-def time_env_steps(size: str, device: str, steps: int) -> float:
+def time_env_steps(size: str, device: str, steps: int, precision: str = "float32") -> float:
     """Acting speed: policy (encoder + RSSM step + actor) and a Pendulum-v1 step, one env."""
     with initialize_config_dir(CONFIG_DIR, version_base=None):
         cfg = compose("config", [f"model={size}", f"device={device}", "env.id=Pendulum-v1"])
     env = make_env(cfg.env, 0)
     agent = make_agent(cfg, env)
+    agent.precision = precision
     driver = Driver(env, agent)
     for _ in range(20):
         driver.step()
@@ -184,12 +207,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--env-steps", type=int, default=None, help="acting steps timed per size; default 1000 on the CPU, 0 (skipped) on a GPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile the recurrent step functions")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32", help="compute precision (run.precision); bf16: bfloat16 autocast")
     parser.add_argument("--no-keep-memory", dest="keep_memory", action="store_false", help="leave glibc's malloc as it is")
     parser.add_argument("--no-onednn", dest="onednn", action="store_false", help="every linear layer through MKL (run.onednn=false)")
     parser.add_argument("--no-defer", dest="defer", action="store_false", help="per-step weight gradients in the observe loop (run.defer_grads=false)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/speed.json (speed_compile.json with --compile)")
     args = parser.parse_args()
-    args.out = args.out or ROOT / "benchmarks" / "results" / ("speed_compile.json" if args.compile else "speed.json")
+    suffix = ("_compile" if args.compile else "") + ("_bf16" if args.precision == "bf16" else "")
+    args.out = args.out or ROOT / "benchmarks" / "results" / f"speed{suffix}.json"
     on_cpu = torch.device(args.device).type == "cpu"
     if args.env_steps is None:  # acting one env at a time is a CPU-side measure; on a GPU it times launches and copies
         args.env_steps = 1000 if on_cpu else 0
@@ -209,13 +234,13 @@ def main() -> None:
     )
     if gpu:
         print(f"gpu: {gpu['name']} (sm {gpu['capability']}, {gpu['memory_gib']:.0f} GiB), torch {torch.__version__}, CUDA {gpu['cuda']}", flush=True)
-    peak = matmul_gflops(args.device)
-    print(f"matmul throughput: {peak:.0f} GFLOP/s (float32, {args.device}" + (f", {args.threads} threads)" if on_cpu else ")"), flush=True)
+    peak = matmul_gflops(args.device, args.precision)
+    print(f"matmul throughput: {peak:.0f} GFLOP/s ({args.precision}, {args.device}" + (f", {args.threads} threads)" if on_cpu else ")"), flush=True)
     for size in args.sizes:
-        row = time_updates(size, args.device, args.repeats, args.compile, args.defer)
+        row = time_updates(size, args.device, args.repeats, args.compile, args.defer, args.precision)
         # The matmuls alone at the measured throughput: no implementation of the same math can go below it.
         row["matmul_floor_s"] = row["gflop_per_update"] / peak
-        row["env_steps_per_s"] = time_env_steps(size, args.device, args.env_steps) if args.env_steps > 0 else None
+        row["env_steps_per_s"] = time_env_steps(size, args.device, args.env_steps, args.precision) if args.env_steps > 0 else None
         rows[size] = row
         print(
             f"{size}: {row['s_per_update_median']:.3f} s/update (min {row['s_per_update_min']:.3f}, warm-up {row['warmup_s']:.1f} s), "
@@ -226,7 +251,7 @@ def main() -> None:
         )
     result = {
         "batch": "16 x 64",
-        "precision": "float32",
+        "precision": args.precision,
         "device": args.device,
         "threads": args.threads,
         "matmul_gflop_per_s": peak,
