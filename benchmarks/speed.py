@@ -149,7 +149,7 @@ def time_updates(size: str, device: str, repeats: int, compile_steps: bool, defe
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     agent = make_agent(cfg, VectorTask)
-    agent.wm.rssm.defer_grads = defer_grads
+    agent.wm.dynamics.defer_grads = defer_grads
     agent.precision = precision  # as the trainer sets run.precision
     batch = fake_batch(cfg.batch.size, cfg.batch.length, agent.device)
     with FlopCounterMode(display=False) as flops:  # matmul FLOPs of one whole update, forward and backward

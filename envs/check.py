@@ -173,10 +173,14 @@ def diagnose(
 
 def _diagnose(env: Any, problems: _Problems, steps: int, keys: str, exclude: str, joint_actions: int) -> None:
     if not isinstance(env, gymnasium.Env):
-        problems.add("class", f"the env is a {type(env).__name__}, not a gymnasium.Env: subclass gymnasium.Env")
+        problems.add("class", f"the env is {_a(env)}, not a gymnasium.Env: subclass gymnasium.Env")
         raise _Stop
     observation_space, action_space = env.observation_space, env.action_space
-    selected, space_problems = plan_observation(observation_space, keys, exclude)
+    try:
+        _, space_problems = plan_observation(observation_space, keys, exclude)
+    except (ValueError, TypeError) as error:  # a bad --keys or --exclude regex
+        problems.add("regex", str(error))
+        raise _Stop from None
     for index, line in enumerate(space_problems):
         problems.add(f"space {index}", line)
     problem = action_problem(action_space, joint_actions)
@@ -218,12 +222,12 @@ def _reset(env: gymnasium.Env, problems: _Problems, leaves_: list[Leaf], where: 
         problems.add("reset raised", f"reset() raised {type(error).__name__} at {where}: {first_line(error)}")
         raise _Stop from None
     if not (isinstance(result, tuple) and len(result) == 2):
-        problems.add("reset result", f"reset() returned a {type(result).__name__}, not (observation, info): return "
+        problems.add("reset result", f"reset() returned {_a(result)}, not (observation, info): return "
                                      "`observation, {}` (Gymnasium's API since gym 0.26)")
         raise _Stop
     observation, info = result
     if not isinstance(info, dict):
-        problems.add("reset info", f"reset() returned info as a {type(info).__name__}: return a dict (e.g. {{}})")
+        problems.add("reset info", f"reset() returned info as {_a(info)}: return a dict (e.g. {{}})")
     _check_raw_observation(env.observation_space, leaves_, observation, f"at {where}", problems)
     return observation
 
@@ -236,7 +240,7 @@ def _step(env: gymnasium.Env, problems: _Problems, leaves_: list[Leaf], action: 
         problems.add("step raised", f"step() raised {type(error).__name__} at {where} (action {action!r}): {first_line(error)}")
         raise _Stop from None
     if not (isinstance(result, tuple) and len(result) == 5):
-        count = f"{len(result)} values" if isinstance(result, tuple) else f"a {type(result).__name__}"
+        count = f"{len(result)} values" if isinstance(result, tuple) else f"{_a(result)}"
         problems.add("step result", f"step() returned {count}, not (observation, reward, terminated, truncated, info): split "
                                     "`done` into terminated (a terminal state) and truncated (a time limit)")
         raise _Stop
@@ -244,16 +248,16 @@ def _step(env: gymnasium.Env, problems: _Problems, leaves_: list[Leaf], action: 
     _check_raw_observation(env.observation_space, leaves_, observation, f"at {where}", problems)
     if isinstance(reward, (bool, np.bool_)) or not isinstance(reward, Real):
         shape = f" of shape {np.shape(reward)}" if isinstance(reward, np.ndarray) else ""
-        problems.add("reward type", f"reward at {where} is a {type(reward).__name__}{shape}: return a float (e.g. float(reward))")
+        problems.add("reward type", f"reward at {where} is {_a(reward)}{shape}: return a float (e.g. float(reward))")
         reward = 0.0
     elif not np.isfinite(reward):
         problems.add("reward finite", f"reward at {where} is {reward}: rewards must be finite")
         reward = 0.0
     for name, flag in (("terminated", terminated), ("truncated", truncated)):
         if not isinstance(flag, (bool, np.bool_)):
-            problems.add(f"{name} type", f"{name} at {where} is a {type(flag).__name__}: return a bool (e.g. bool({name}))")
+            problems.add(f"{name} type", f"{name} at {where} is {_a(flag)}: return a bool (e.g. bool({name}))")
     if not isinstance(info, dict):
-        problems.add("step info", f"info at {where} is a {type(info).__name__}: return a dict (e.g. {{}})")
+        problems.add("step info", f"info at {where} is {_a(info)}: return a dict (e.g. {{}})")
     return observation, float(reward), bool(terminated) or bool(truncated)
 
 
@@ -278,12 +282,17 @@ def _check_seeding(env: gymnasium.Env, problems: _Problems, leaves_: list[Leaf],
         observation_a, reward_a = (a, None) if index == 0 else a
         observation_b, reward_b = (b, None) if index == 0 else b
         differs = [leaf.name for leaf in leaves_ if not _same(_get(observation_a, leaf), _get(observation_b, leaf))]
-        if differs or reward_a != reward_b or len(first) != len(second):
-            what = f"observation {differs[0]!r}" if differs else "reward" if reward_a != reward_b else "episode length"
-            when = "right after reset" if index == 0 else f"at step {index - 1}"
-            problems.add("seeding", f"reset(seed=0) twice, then the same actions, gave a different {what} {when}: draw all "
-                                    "randomness from self.np_random and call super().reset(seed=seed) in reset()")
+        if differs or reward_a != reward_b:
+            what = f"observation {differs[0]!r}" if differs else "reward"
+            _seeding_problem(problems, f"{what} {'right after reset' if index == 0 else f'at step {index - 1}'}")
             return
+    if len(first) != len(second):
+        _seeding_problem(problems, "episode length")
+
+
+def _seeding_problem(problems: _Problems, what: str) -> None:
+    problems.add("seeding", f"reset(seed=0) twice, then the same actions, gave a different {what}: draw all randomness "
+                            "from self.np_random and call super().reset(seed=seed) in reset()")
 
 
 def _drive(env: gymnasium.Env, problems: _Problems, leaves_: list[Leaf], steps: int, seeded: bool) -> int:
@@ -298,6 +307,12 @@ def _drive(env: gymnasium.Env, problems: _Problems, leaves_: list[Leaf], steps: 
             ended += 1
             _reset(env, problems, leaves_, f"the reset after step {index}")
     return ended
+
+
+def _a(value: Any) -> str:
+    """'a list', 'an int': the article and the name of a value's type."""
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _get(observation: Any, leaf: Leaf) -> Any:
@@ -318,7 +333,7 @@ def _check_raw_observation(space: spaces.Space, leaves_: list[Leaf], observation
     """Each leaf of the observation against its space, named as the agent will name it."""
     if isinstance(space, spaces.Dict):
         if not isinstance(observation, dict):
-            problems.add("obs dict", f"the observation {where} is a {type(observation).__name__}, but observation_space is a "
+            problems.add("obs dict", f"the observation {where} is {_a(observation)}, but observation_space is a "
                                      "Dict: return a dict with its keys")
             return
         extra = sorted(map(str, set(observation) - set(space.spaces)))
@@ -341,7 +356,7 @@ def _check_leaf(leaf: Leaf, value: Any, where: str, problems: _Problems) -> None
         return
     if isinstance(space, spaces.Box):
         if not isinstance(value, (np.ndarray, np.generic)):
-            problems.add(f"obs type {name}", f"observation {name!r} {where} is a {type(value).__name__}: return a numpy array "
+            problems.add(f"obs type {name}", f"observation {name!r} {where} is {_a(value)}: return a numpy array "
                                              f"(np.asarray(value, dtype=np.{space.dtype}))")
             return
         if value.dtype != space.dtype:
@@ -353,7 +368,11 @@ def _check_leaf(leaf: Leaf, value: Any, where: str, problems: _Problems) -> None
             problems.add(f"obs shape {name}", f"observation {name!r} {where} has shape {value.shape}, its space says "
                                               f"{space.shape}: make them agree")
             return
-    if not space.contains(value if not isinstance(space, spaces.Discrete) else np.int64(np.asarray(value).item())):
+    try:
+        inside = space.contains(np.int64(np.asarray(value).item()) if isinstance(space, spaces.Discrete) else value)
+    except (TypeError, ValueError):
+        inside = False
+    if not inside:
         problems.add(f"obs bounds {name}", f"observation {name!r} {where} is outside its space {space}: widen the space's "
                                            "bounds (e.g. -np.inf, np.inf for an unbounded value) or keep the value inside")
 
@@ -369,7 +388,7 @@ def _check_render(env: gymnasium.Env, problems: _Problems) -> None:
                                       "headless machine: MUJOCO_GL=egl)")
         return
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
-        what = f"a {frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray) else f"a {type(frame).__name__}"
+        what = f"a {frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray) else f"{_a(frame)}"
         problems.add("render frame", f"render() with render_mode='rgb_array' returned {what}: return an (H, W, 3) uint8 array")
         return
     problem = image_problem(frame.shape)
@@ -385,6 +404,8 @@ def _check_agent_form(env: gymnasium.Env, problems: _Problems, keys: str, exclud
         check_env(adapt(env, keys, exclude, joint_actions), steps=min(steps, 50))
     except (AssertionError, ValueError) as error:
         problems.add("agent form", f"converted to the agent's form, it breaks the contract: {first_line(error)}")
+    except Exception as error:  # noqa: BLE001 - the env raised on a later reset or step: report it, do not crash
+        problems.add("agent form", f"converted to the agent's form, it raised {type(error).__name__}: {first_line(error)}")
 
 
 def _parse_kwargs(pairs: list[str]) -> dict[str, Any]:

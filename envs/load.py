@@ -33,7 +33,7 @@ def register_factory(name: str, factory: Factory) -> Iterator[str]:
     if not isinstance(name, str) or not name:
         raise ValueError(f"factory name must be a non-empty string, got {name!r}")
     if not callable(factory):
-        raise ValueError(f"env factory {name!r} is a {type(factory).__name__}, not a class or function that returns an env")
+        raise TypeError(f"env factory {name!r} is a {type(factory).__name__}, not a class or function that returns an env")
     previous = FACTORIES.get(name)
     FACTORIES[name] = factory
     try:
@@ -76,14 +76,14 @@ def load_object(path: str, what: str = "entry point") -> Any:
 def call_factory(factory: Any, source: str, kwargs: dict[str, Any]) -> gymnasium.Env:
     """`factory(**kwargs)`, which must return a gymnasium.Env; a bad argument keeps its TypeError, prefixed by `source`."""
     if not callable(factory):
-        raise ValueError(f"{source!r} is a {type(factory).__name__}, not a gymnasium.Env class or a function returning an env")
+        raise TypeError(f"{source!r} is a {type(factory).__name__}, not a gymnasium.Env class or a function returning an env")
     try:
         env = factory(**kwargs)
     except TypeError as error:
         raise TypeError(f"{source}: {first_line(error)} (constructor arguments come from env.kwargs)") from None
     if not isinstance(env, gymnasium.Env):
         hint = " (an old `gym` env? wrap it with shimmy, or port it to gymnasium)" if type(env).__module__.startswith("gym.") else ""
-        raise ValueError(f"{source!r} built a {type(env).__module__}.{type(env).__name__}, not a gymnasium.Env{hint}")
+        raise TypeError(f"{source!r} built a {type(env).__module__}.{type(env).__name__}, not a gymnasium.Env{hint}")
     return env
 
 

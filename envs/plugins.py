@@ -29,7 +29,7 @@ DEFAULT_TASK = "default"
 def config_node(suite: str) -> dict[str, Any]:
     """The config of `env=<suite>` for a third-party suite: the options make_plugin takes, with their defaults."""
     return {"suite": suite, "id": DEFAULT_TASK, "keys": ".*", "exclude": "", "joint_actions": DEFAULT_JOINT_ACTIONS,
-            "action_repeat": 1, "time_limit": 0, "kwargs": {}}
+            "action_repeat": 1, "time_limit": 0, "kwargs": None}
 
 
 def load_plugin(entry: importlib.metadata.EntryPoint) -> Any:

@@ -24,7 +24,7 @@ Actions become Discrete (from 0) or a Box in [-1, 1] (`FlatAction`):
   reshaped (integer Boxes are rounded). An unbounded Box is refused: there is nothing to rescale to.
 - MultiDiscrete and MultiBinary with at most `joint_actions` combinations -> one Discrete over every
   combination (the policy picks whole actions, as it does for Atari's 18); more combinations -> a Box in
-  [-1, 1] with one component per sub-action, each cut into equal buckets (MultiBinary: on when > 0).
+  [-1, 1] with one component per sub-action, each cut into equal buckets (MultiBinary: on when >= 0).
 - Tuple, Dict, Text, Graph, Sequence and OneOf action spaces are refused.
 
 Every refusal is a one-line ValueError (`UnsupportedSpace`) naming the key and the space, with the fix.
@@ -114,9 +114,9 @@ def image_problem(shape: tuple[int, ...]) -> str | None:
 def _leaf(name: str, path: tuple[Any, ...], space: spaces.Space) -> Leaf:
     if isinstance(space, spaces.Box):
         if not (np.issubdtype(space.dtype, np.number) or space.dtype == np.bool_):
-            return Leaf(name, path, space, "unsupported", f"a Box of {space.dtype} is not numeric")
+            return Leaf(name, path, space, "unsupported", f"a Box of {space.dtype} is not numeric: return numbers")
         if int(np.prod(space.shape)) == 0:
-            return Leaf(name, path, space, "unsupported", "it holds no values")
+            return Leaf(name, path, space, "unsupported", "it holds no values: leave it out of the space")
         if space.dtype == np.uint8 and len(space.shape) == 3:
             chw = space.shape[0] <= 4 < space.shape[-1]
             hwc = (*space.shape[1:], space.shape[0]) if chw else space.shape
@@ -132,7 +132,8 @@ def _leaf(name: str, path: tuple[Any, ...], space: spaces.Space) -> Leaf:
     if isinstance(space, spaces.MultiBinary):
         return Leaf(name, path, space, "binary")
     kind = type(space).__name__
-    return Leaf(name, path, space, "unsupported", f"a {kind} space has no fixed-size array form")
+    reason = f"a {kind} space has no fixed-size array form: give it one in the env (e.g. a Box of ids or features)"
+    return Leaf(name, path, space, "unsupported", reason)
 
 
 def leaves(space: spaces.Space) -> list[Leaf]:
@@ -152,14 +153,15 @@ def leaves(space: spaces.Space) -> list[Leaf]:
     walk(space, (), ())
     if len(found) == 1 and found[0].name == "":
         leaf = found[0]
-        name = "image" if leaf.kind in ("image", "chw") else "state"
+        image = isinstance(leaf.space, spaces.Box) and leaf.space.dtype == np.uint8 and len(leaf.space.shape) == 3
+        name = "image" if image else "state"
         found = [Leaf(name, leaf.path, leaf.space, leaf.kind, leaf.reason)]
     return found
 
 
 def _regex(pattern: Any, option: str) -> re.Pattern[str]:
     if not isinstance(pattern, str):
-        raise ValueError(f"{option}={pattern!r} is invalid: expected a regular expression")
+        raise TypeError(f"{option}={pattern!r} is invalid: expected a regular expression")
     try:
         return re.compile(pattern)
     except re.error as error:
@@ -169,8 +171,8 @@ def _regex(pattern: Any, option: str) -> re.Pattern[str]:
 def plan_observation(space: spaces.Space, keys: str = ".*", exclude: str = "") -> tuple[list[Leaf], list[str]]:
     """The leaves kept by `keys`/`exclude`, and every problem found (one line each); an empty list means it fits."""
     if not isinstance(space, spaces.Space):
-        return [], [f"observation_space is a {type(space).__name__}, not a gymnasium.spaces.Space: set self.observation_space "
-                    "in the env's __init__"]
+        return [], [(f"observation_space is a {type(space).__name__}, not a gymnasium.spaces.Space: set self.observation_space "
+                     "in the env's __init__")]
     keep, drop = _regex(keys, "keys"), _regex(exclude, "exclude")
     found = leaves(space)
     selected = [leaf for leaf in found if keep.fullmatch(leaf.name) and not (exclude and drop.fullmatch(leaf.name))]

@@ -76,7 +76,10 @@ STATE: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {
 
 # Set once by libraries on first use, for their own later use: not a test's doing, and removing them would
 # break what set them (inductor passes a pointer to its C++ side through the first).
-LIBRARY_ENV = {"PYTEST_CURRENT_TEST", "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR", "PYGAME_HIDE_SUPPORT_PROMPT"}
+# MUJOCO_GL / PYOPENGL_PLATFORM: envs/dmc.py and envs/gym.py choose headless EGL for the process when nothing
+# is set, before MuJoCo's GL is first loaded; unsetting them later would not unload it.
+LIBRARY_ENV = {"PYTEST_CURRENT_TEST", "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR", "PYGAME_HIDE_SUPPORT_PROMPT",
+               "MUJOCO_GL", "PYOPENGL_PLATFORM"}
 
 
 # Raised by the package itself wherever it compiles (nets.compiled_rms_silu, on every call): restored after the

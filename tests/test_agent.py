@@ -37,7 +37,7 @@ def test_imagination_is_time_major_and_only_the_actor_outputs_carry_gradients(di
     torch.manual_seed(0)
     space = gym.spaces.Discrete(3) if discrete else gym.spaces.Box(-1, 1, (2,), np.float32)
     agent = Agent(OBS, space, MODEL, AGENT)
-    rssm = agent.wm.rssm
+    rssm = agent.wm.dynamics
     n, horizon = 7, 4
     start = {"deter": torch.randn(n, rssm.deter), "stoch": torch.nn.functional.one_hot(torch.randint(0, 4, (n, 4)), 4).float()}
     feats, actions, params = agent.imagine(start, horizon)

@@ -97,7 +97,7 @@ def test_agent_with_image_and_vector_observations_trains_and_acts():
     assert action.shape == (3, 2)
     # predict() gives observation units: the image decoder's output (pixel / 255 - 0.5) clipped to the pixel range and
     # rounded, and the vector decoder's symlog prediction symexp'd back.
-    feat = torch.randn(4, agent.wm.rssm.feat_dim)
+    feat = torch.randn(4, agent.wm.dynamics.feat_dim)
     with torch.no_grad():
         preds = agent.wm.decoder.predict(feat)
         raw_image = agent.wm.decoder.images["image"](feat).numpy()

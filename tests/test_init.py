@@ -29,19 +29,19 @@ def expected_std(name: str, shape: tuple[int, ...], m: dict[str, int], embed: in
     deter, hidden, blocks = m["deter"], m["hidden"], m["blocks"]
     official_fan = {
         # dynhid0: BlockLinear over concat(deter block, dynin0..2 outputs) in each of the 8 blocks.
-        "wm.rssm.gru_hidden.weight": deter + blocks * 3 * hidden,
-        "wm.rssm.gru_hidden_shared.weight": deter + blocks * 3 * hidden,
+        "wm.dynamics.gru_hidden.weight": deter + blocks * 3 * hidden,
+        "wm.dynamics.gru_hidden_shared.weight": deter + blocks * 3 * hidden,
         # dyngru: BlockLinear over the deter-wide hidden layer.
-        "wm.rssm.gru_gates.weight": deter,
+        "wm.dynamics.gru_gates.weight": deter,
         # obs0: Linear over concat(deter, tokens).
-        "wm.rssm.post_deter.weight": deter + embed,
-        "wm.rssm.post_embed.weight": deter + embed,
-        "wm.rssm.in_deter.0.weight": deter,
-        "wm.rssm.in_stoch.0.weight": m["stoch"] * m["classes"],
-        "wm.rssm.prior_net.0.0.weight": deter,
-        "wm.rssm.prior_net.1.0.weight": hidden,
-        "wm.rssm.post_out.weight": hidden,
-        "wm.rssm.prior_out.weight": hidden,
+        "wm.dynamics.post_deter.weight": deter + embed,
+        "wm.dynamics.post_embed.weight": deter + embed,
+        "wm.dynamics.in_deter.0.weight": deter,
+        "wm.dynamics.in_stoch.0.weight": m["stoch"] * m["classes"],
+        "wm.dynamics.prior_net.0.0.weight": deter,
+        "wm.dynamics.prior_net.1.0.weight": hidden,
+        "wm.dynamics.post_out.weight": hidden,
+        "wm.dynamics.prior_out.weight": hidden,
     }
     if name in official_fan:
         return math.sqrt(1.0 / official_fan[name])
@@ -63,7 +63,7 @@ def test_every_layer_at_size1m_has_the_official_initial_std():
     with torch.random.fork_rng():
         torch.manual_seed(0)
         agent = Agent(obs, act, SIZE1M, {**TINY_AGENT, "bins": 255})
-    embed, feat = agent.wm.encoder.out_dim, agent.wm.rssm.feat_dim
+    embed, feat = agent.wm.encoder.out_dim, agent.wm.dynamics.feat_dim
     checked = 0
     for name, param in agent.named_parameters(remove_duplicate=False):
         if param.dim() < 2:  # biases (zero) and norm scales (one)
@@ -83,4 +83,4 @@ def test_every_layer_at_size1m_has_the_official_initial_std():
         checked += 1
     assert checked > 30
     # The figure the review measured: gru_gates 0.044 (was 0.125).
-    assert agent.wm.rssm.gru_gates.weight.std().item() == pytest.approx(0.0442, rel=0.03)
+    assert agent.wm.dynamics.gru_gates.weight.std().item() == pytest.approx(0.0442, rel=0.03)

@@ -397,17 +397,17 @@ def test_world_model_loss_shapes_and_values():
     B, T = 4, 16
     batch = make_batch(B, T)
     torch.manual_seed(1)
-    losses, post, last = wm.loss(batch, wm.rssm.initial(B), torch.zeros(B, 3))
+    losses, post, last = wm.loss(batch, wm.dynamics.initial(B), torch.zeros(B, 3))
     assert set(losses) == {"dec", "rew", "con", "dyn", "rep"}
     for name, value in losses.items():
         assert value.shape == (B, T), name
         assert torch.isfinite(value).all(), name
-    assert post["feat"].shape == (B, T, wm.rssm.feat_dim)
+    assert post["feat"].shape == (B, T, wm.dynamics.feat_dim)
     assert last["deter"].shape == (B, 32)
     # zero-init reward head: loss is log(K) for every target
     torch.testing.assert_close(losses["rew"], torch.full((B, T), math.log(31)))
     # free bits: dyn = max(1, KL(post || prior)); forward value of rep is the same KL
-    prior = wm.rssm.prior_logits(post["deter"])
+    prior = wm.dynamics.prior_logits(post["deter"])
     kl = kl_categorical(post["logits"], prior)
     torch.testing.assert_close(losses["dyn"], torch.clamp(kl, min=1.0))
     torch.testing.assert_close(losses["rep"], torch.clamp(kl, min=1.0))
@@ -419,7 +419,7 @@ def test_world_model_all_parameters_get_finite_gradients():
     B = 4
     batch = make_batch(B, 16)
     torch.manual_seed(2)
-    losses, _, _ = wm.loss(batch, wm.rssm.initial(B), torch.zeros(B, 3))
+    losses, _, _ = wm.loss(batch, wm.dynamics.initial(B), torch.zeros(B, 3))
     sum(v.mean() for v in losses.values()).backward()
     for name, p in wm.named_parameters():
         assert p.grad is not None, name
@@ -433,16 +433,16 @@ def test_world_model_rep_loss_does_not_train_prior_and_free_bits_stop_gradient()
     batch = make_batch(B, 16)
     wm = make_wm(free_bits=0.0)
     torch.manual_seed(3)
-    losses, _, _ = wm.loss(batch, wm.rssm.initial(B), torch.zeros(B, 3))
+    losses, _, _ = wm.loss(batch, wm.dynamics.initial(B), torch.zeros(B, 3))
     losses["rep"].mean().backward()
     for name, p in wm.named_parameters():
         if name.startswith(("rssm.prior_net", "rssm.prior_out")):
             assert p.grad is None or (p.grad == 0).all(), name  # stop-gradient on the prior
-    assert wm.rssm.post_out.weight.grad.abs().sum() > 0
+    assert wm.dynamics.post_out.weight.grad.abs().sum() > 0
     # free bits above every KL: dyn and rep are constant and give no gradient at all
     wm2 = make_wm(free_bits=1e3)
     torch.manual_seed(3)
-    losses2, _, _ = wm2.loss(batch, wm2.rssm.initial(B), torch.zeros(B, 3))
+    losses2, _, _ = wm2.loss(batch, wm2.dynamics.initial(B), torch.zeros(B, 3))
     assert (losses2["dyn"] == 1e3).all() and (losses2["rep"] == 1e3).all()
     (losses2["dyn"].mean() + losses2["rep"].mean()).backward()
     for name, p in wm2.named_parameters():
@@ -457,7 +457,7 @@ def test_world_model_loss_falls_on_fixed_batch():
     torch.manual_seed(0)
 
     def step():
-        losses, _, _ = wm.loss(batch, wm.rssm.initial(B), torch.zeros(B, 3))
+        losses, _, _ = wm.loss(batch, wm.dynamics.initial(B), torch.zeros(B, 3))
         pred = (losses["dec"] + losses["rew"] + losses["con"]).mean()
         total = pred + losses["dyn"].mean() + 0.1 * losses["rep"].mean()
         return pred, total

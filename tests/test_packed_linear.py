@@ -123,8 +123,8 @@ def test_updates_through_packed_weights_match_plain_layers(monkeypatch):
     torch.manual_seed(0)
     packed = Agent(OBS, gym.spaces.Box(-1, 1, (2,), np.float32), MODEL, TINY_AGENT)
     plain = copy.deepcopy(packed)
-    plain.wm.rssm.defer_grads = False  # per-step layers, no packing
-    packed.wm.rssm._handles = {name: packed_linear.new_handle(packed.wm.rssm) for name in packed.wm.rssm._handles}
+    plain.wm.dynamics.defer_grads = False  # per-step layers, no packing
+    packed.wm.dynamics._handles = {name: packed_linear.new_handle(packed.wm.dynamics) for name in packed.wm.dynamics._handles}
     batch = make_batch()
     for step in range(3):
         torch.manual_seed(10 + step)
@@ -132,6 +132,6 @@ def test_updates_through_packed_weights_match_plain_layers(monkeypatch):
         torch.manual_seed(10 + step)
         m_plain = plain.train_step(batch)
         assert m_packed["loss/total"] == pytest.approx(m_plain["loss/total"], rel=1e-4), step
-    assert any(key[0] in packed.wm.rssm._handles.values() for key in packed_linear._cache)
+    assert any(key[0] in packed.wm.dynamics._handles.values() for key in packed_linear._cache)
     for (name, a), b in zip(packed.named_parameters(), plain.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)

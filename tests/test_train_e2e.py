@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,8 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_module(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    # One torch thread: the debug model's tiny products only lose to thread hand-offs, badly so on a busy machine.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False, env=env
     )
 
 

@@ -67,7 +67,7 @@ def test_replay_context_stores_acting_latents_and_writes_back_trained_ones(tmp_p
     replay, agent = trainer.replay, trainer.agent
     deter, stoch = (replay.data[k][: replay.size] for k in LATENT_KEYS)
     assert deter.dtype == np.float16 and stoch.dtype == np.int16
-    assert np.abs(deter).max() > 0 and stoch.max() < agent.wm.rssm.classes
+    assert np.abs(deter).max() > 0 and stoch.max() < agent.wm.dynamics.classes
     # A window's context step gives its start carry: the stored latent and the action taken there.
     index = np.arange(30, 30 + 1 + cfg.batch.length)[None]
     batch, start = agent.split_context(to_torch({k: v[index] for k, v in replay.data.items()}, agent.device), 1)

@@ -62,11 +62,12 @@ class Agent(nn.Module):
         device: where the networks live; the same code runs on CPU and GPU.
         precision: compute precision of the forward passes of updates and acting, `float32` or `bf16`
             (see `autocast`); it may be changed between calls, since it does not change the weights.
+        dynamics: the `dynamics=` config, the latent dynamics backend (worldmodels/dynamics.py); None: RSSM.
     """
 
     def __init__(
         self, obs_space: gym.Space, act_space: gym.Space, model: dict[str, Any], agent: dict[str, Any], device: str = "cpu",
-        precision: str = "float32",
+        precision: str = "float32", dynamics: dict[str, Any] | None = None,
     ):
         super().__init__()
         if precision not in PRECISIONS:
@@ -78,8 +79,9 @@ class Agent(nn.Module):
         self.scales = dict(agent["loss_scales"])
         bins = twohot_bins(int(agent["bins"]))
         widths = {k: model[k] for k in ("deter", "hidden", "stoch", "classes", "blocks", "units", "depth", "enc_layers", "dec_layers", "head_layers")}
-        self.wm = WorldModel(self.obs_keys, self.action_dim, bins=bins, unimix=agent["unimix"], free_bits=agent["free_bits"], **widths)
-        feat = self.wm.rssm.feat_dim
+        self.wm = WorldModel(self.obs_keys, self.action_dim, bins=bins, unimix=agent["unimix"], free_bits=agent["free_bits"],
+                             dynamics=dynamics, **widths)
+        feat = self.wm.dynamics.feat_dim
         self.actor = Actor(feat, self.action_dim, self.discrete, model["units"], model["actor_layers"])
         self.critic = TwoHotHead(feat, model["units"], model["critic_layers"], bins)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
@@ -97,8 +99,9 @@ class Agent(nn.Module):
         Only the step bodies are compiled, so the Python loops over time stay short to trace and the
         same code runs eagerly when compile is off. Compiling takes tens of seconds at start-up.
         """
-        rssm = self.wm.rssm
-        rssm._observe_step = torch.compile(rssm._observe_step, dynamic=False)
+        compile_dynamics = getattr(self.wm.dynamics, "compile_steps", None)
+        if compile_dynamics is not None:  # the RSSM's observe loop step (the Transformer filters in one pass)
+            compile_dynamics()
         self._imagine_step = torch.compile(self._imagine_step, dynamic=False)
         # The heads outside those steps (critic, reward, continue on 16 x 1024 imagined states) get their
         # norm and activation fused.
@@ -124,7 +127,7 @@ class Agent(nn.Module):
 
     # -- acting --------------------------------------------------------------------------------
     def initial_carry(self, batch: int) -> Carry:
-        return self.wm.rssm.initial(batch, self.device), torch.zeros(batch, self.action_dim, device=self.device)
+        return self.wm.dynamics.initial(batch, self.device), torch.zeros(batch, self.action_dim, device=self.device)
 
     @torch.no_grad()
     def policy(self, obs: dict[str, np.ndarray], carry: Carry | None, mode: str = "sample") -> tuple[torch.Tensor, Carry]:
@@ -135,8 +138,8 @@ class Agent(nn.Module):
         is_first = torch.as_tensor(obs["is_first"], device=self.device).float()
         with self.autocast():  # the actions and the state come out float32 in either precision
             embed = self.wm.encoder(tensors)[:, 0]
-            state = self.wm.rssm.obs_step(state, prev_action, embed, is_first)
-            dist = self.actor(self.wm.rssm.feat(state))
+            state = self.wm.dynamics.obs_step(state, prev_action, embed, is_first)
+            dist = self.actor(self.wm.dynamics.feat(state))
             action = dist.sample() if mode == "sample" else dist.mode()
         return action, (state, action)
 
@@ -152,7 +155,7 @@ class Agent(nn.Module):
         are not trained on; the latent state stored for the last of them, with the action taken there,
         starts the filtering of the rest, instead of zeros. Returns (the rest, its start carry)."""
         k = context - 1
-        stoch = F.one_hot(batch["latent/stoch"][:, k].long(), self.wm.rssm.classes).float()
+        stoch = F.one_hot(batch["latent/stoch"][:, k].long(), self.wm.dynamics.classes).float()
         start = ({"deter": batch["latent/deter"][:, k].float(), "stoch": stoch}, batch["action"][:, k].float())
         rest = {key: value[:, context:] for key, value in batch.items() if key not in LATENT_KEYS}
         return rest, start
@@ -185,32 +188,31 @@ class Agent(nn.Module):
         actor's weights only), so the policy loss reuses this forward pass instead of running it again.
         Time-major feats make every `feats[1:]` a contiguous view rather than a copy of (N, H, F).
         """
-        deter, stoch = start["deter"], start["stoch"]
-        classes = stoch.argmax(-1)
+        state = {**start, "classes": start["stoch"].argmax(-1)}  # a backend may carry more (a key/value cache)
         feats, actions, params = [], [], []
         for _ in range(horizon):
-            feat, param, action, deter, stoch, classes = self._imagine_step(deter, stoch, classes)
+            feat, param, action, state = self._imagine_step(state)
             feats.append(feat)
             params.append(param)
             actions.append(action)
         with torch.no_grad():
-            feats.append(OneHotFeat.from_state(deter, stoch, classes))
+            feats.append(OneHotFeat.from_state(state["deter"], state["stoch"], state["classes"]))
         return OneHotFeat.stack(feats), torch.stack(actions), torch.stack(params)
 
-    def _imagine_step(self, deter: torch.Tensor, stoch: torch.Tensor, classes: torch.Tensor) -> tuple[Any, ...]:
+    def _imagine_step(self, state: dict[str, torch.Tensor]) -> tuple[Any, ...]:
         """Act, then step the prior under that action: the body of the imagination loop, one unit for
         torch.compile (whose graph then holds the actor's forward and, separately, its backward).
 
         Returns the features of the state acted in, the actor's raw outputs there (with their graph),
-        the sampled action, and the next state (deter, stoch and the classes sampled for stoch).
+        the sampled action, and the next state (with the classes sampled for its stoch).
         """
         with torch.no_grad():
-            feat = OneHotFeat.from_state(deter, stoch, classes)
+            feat = OneHotFeat.from_state(state["deter"], state["stoch"], state["classes"])
         param = self.actor.params(feat)
         with torch.no_grad():
             action = self.actor.dist(param.detach()).sample()
-            state = self.wm.rssm.imagine_step({"deter": deter, "stoch": stoch, "classes": classes}, action)
-        return feat, param, action, state["deter"], state["stoch"], state["classes"]
+            state = self.wm.dynamics.imagine_step(state, action)
+        return feat, param, action, state
 
     def loss(self, batch: Batch, start: Carry | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total scaled loss and metrics of one update (world model, actor, critic, replay value).
@@ -224,7 +226,7 @@ class Agent(nn.Module):
         bins = self.critic.bins
 
         # Imagination from every posterior state of the batch; everything below is time-major (H+1, N).
-        start = {k: post[k].detach().reshape(B * T, *post[k].shape[2:]) for k in ("deter", "stoch")}
+        start = self.wm.dynamics.starts(post, state)
         horizon = int(self.cfg["imag_length"])
         feats, actions, policy_params = self.imagine(start, horizon)
         # The critic learns on the first H states; the last is only bootstrapped from, so its value is

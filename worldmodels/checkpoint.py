@@ -70,6 +70,8 @@ def _load_newest_good(folder: Path, map_location: str | torch.device) -> dict[st
 def load_agent_state(agent: torch.nn.Module, state: dict[str, torch.Tensor], where: str | Path) -> None:
     """Load network weights, or raise one line naming what does not fit (missing, unexpected or
     mis-shaped parameters), e.g. for a checkpoint written by an older version of the model."""
+    # Before 0.3 the dynamics were always an RSSM, stored as `wm.rssm.*`.
+    state = {k.replace("wm.rssm.", "wm.dynamics.", 1) if k.startswith("wm.rssm.") else k: v for k, v in state.items()}
     own = agent.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

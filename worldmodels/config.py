@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from worldmodels.errors import UserError
 
-KNOWN_SUITES = ("gym", "dummy", "dmc")
+KNOWN_SUITES = ("gym", "dummy", "dmc")  # built in; installed packages may add more (envs.suite_names)
 PRECISIONS = ("float32", "bf16")  # run.precision (worldmodels.agent.PRECISIONS, kept import-light here)
 
 
@@ -41,19 +41,27 @@ def _choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> None:
         raise UserError(f"config value {key}={value!r} is invalid: expected one of {', '.join(choices)}")
 
 
+def _suites() -> tuple[str, ...]:
+    """Every environment suite: the built-in ones and those installed packages register (imported here, on use)."""
+    import envs
+
+    return tuple(envs.suite_names())
+
+
 def validate(cfg: DictConfig, training: bool = True) -> None:
     """Raise UserError for the first invalid value found."""
     _int(cfg, "seed", 0)
     device = _get(cfg, "device")
     if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda") or device == "mps"):
         raise UserError(f"config value device={device!r} is invalid: expected cpu, cuda, cuda:N or mps")
-    _choice(cfg, "env.suite", KNOWN_SUITES)
+    _choice(cfg, "env.suite", _suites())
     if not isinstance(_get(cfg, "env.id"), str):
         raise UserError(f"config value env.id={_get(cfg, 'env.id')!r} is invalid: expected a task name")
     _int(cfg, "env.action_repeat", 1)
     _int(cfg, "env.time_limit", 0)
     for key in ("deter", "hidden", "stoch", "classes", "blocks", "depth", "units"):
         _int(cfg, f"model.{key}", 1)
+    _validate_dynamics(cfg)
     for key in ("enc_layers", "dec_layers", "head_layers", "actor_layers", "critic_layers"):
         _int(cfg, f"model.{key}", 0)
     if cfg.model.deter % cfg.model.blocks:
@@ -111,19 +119,44 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
         _int(cfg, "episodes", 1)
 
 
+def _validate_dynamics(cfg: DictConfig) -> None:
+    if "dynamics" not in cfg:  # the config of a checkpoint before 0.3: an RSSM run
+        return
+    _choice(cfg, "dynamics.name", ("rssm", "transformer"))
+    if cfg.dynamics.name == "transformer":
+        for key in ("d_model", "layers", "heads", "context"):
+            _int(cfg, f"dynamics.{key}", 1)
+        d_model, heads = cfg.dynamics.d_model, cfg.dynamics.heads
+        if d_model % heads or (d_model // heads) % 2:
+            raise UserError(
+                f"config value dynamics.heads={heads} is invalid: must divide dynamics.d_model={d_model} into an even head width"
+            )
+
+
 # Settings a resumed run must share with the run it continues: they shape the networks, the
 # environment and what the replay holds. Everything else (steps, intervals, ratios) may change.
-RESUME_FIXED = ("env", "model", "agent.bins")
+RESUME_FIXED = ("env", "model", "dynamics", "agent.bins")
 
 
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
+# Environment options added after runs were saved, with the value that gives those runs' behaviour: a run saved
+# without one resumes when it has that value now (the gym suite taking any Gymnasium space, envs/spaces.py).
+ADDED_ENV_OPTIONS = {"entry_point": None, "kwargs": None, "keys": ".*", "exclude": "", "joint_actions": 64}
+
+
 def resume_conflict(saved: DictConfig, new: DictConfig) -> str | None:
     """The first difference that makes `saved` impossible to continue under `new`, as a sentence, or None."""
     for key in RESUME_FIXED:
         before, after = _plain(OmegaConf.select(saved, key)), _plain(OmegaConf.select(new, key))
+        if key == "env" and isinstance(before, dict) and isinstance(after, dict):
+            before = {**{k: v for k, v in ADDED_ENV_OPTIONS.items() if k in after}, **before}
+        if key == "dynamics":  # runs before 0.3 had no choice: they are RSSM runs
+            before, after = before or {"name": "rssm"}, after or {"name": "rssm"}
+            if before.get("name") != after.get("name"):
+                return f"the run's dynamics backend is {before.get('name')}, not {after.get('name')}"
         if before == after:
             continue
         if isinstance(before, dict) and isinstance(after, dict):

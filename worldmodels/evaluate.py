@@ -134,9 +134,10 @@ def evaluate(
     return reports
 
 
-def _env_overridden(cfg: DictConfig) -> bool:
+def _overridden(group: str) -> bool:
+    """Whether the command line sets `group` or a key under it."""
     try:
-        return any(o.split("=")[0].lstrip("+~").startswith("env") for o in HydraConfig.get().overrides.task)
+        return any(o.split("=")[0].lstrip("+~").split(".")[0] == group for o in HydraConfig.get().overrides.task)
     except ValueError:
         return False
 
@@ -149,7 +150,12 @@ def hydra_main(cfg: DictConfig) -> None:
         checkpoints = [str(c) for c in cfg.checkpoint] if isinstance(cfg.checkpoint, ListConfig) else [str(cfg.checkpoint)]
         if isinstance(cfg.episodes, bool) or not isinstance(cfg.episodes, int) or cfg.episodes < 1:
             raise UserError(f"config value episodes={cfg.episodes!r} is invalid: expected an integer >= 1")
-        if _env_overridden(cfg):
+        if _overridden("dynamics"):  # the checkpoint decides the backend; naming another is a mistake
+            for checkpoint in checkpoints:
+                saved = OmegaConf.create(load_checkpoint(checkpoint)["config"]).get("dynamics", {"name": "rssm"})
+                if saved.name != cfg.dynamics.name:
+                    raise UserError(f"checkpoint {checkpoint} has {saved.name} dynamics, not {cfg.dynamics.name}")
+        if _overridden("env"):
             for checkpoint in checkpoints:
                 saved = OmegaConf.create(load_checkpoint(checkpoint)["config"]).env
                 if OmegaConf.to_container(saved) != OmegaConf.to_container(cfg.env):

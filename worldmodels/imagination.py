@@ -84,8 +84,8 @@ class WorldModelPredictor:
         state = self._context_state(data, context)
         feats = []
         for t in range(context, data["reward"].shape[1]):
-            state = wm.rssm.imagine_step(state, data["action"][:, t - 1])
-            feats.append(wm.rssm.feat(state))
+            state = wm.dynamics.imagine_step(state, data["action"][:, t - 1])
+            feats.append(wm.dynamics.feat(state))
         feat = torch.stack(feats, 1)
         out = {k: v.cpu().numpy() for k, v in wm.decoder.predict(feat).items()}
         out["reward"] = wm.reward.mean(feat).cpu().numpy()
@@ -101,10 +101,10 @@ class WorldModelPredictor:
         alive = torch.ones_like(total)
         actions = []
         for _ in range(horizon):
-            action = self.agent.actor(wm.rssm.feat(state)).mode()
+            action = self.agent.actor(wm.dynamics.feat(state)).mode()
             actions.append(self.agent.env_action(action))
-            state = wm.rssm.imagine_step(state, action)
-            feat = wm.rssm.feat(state)
+            state = wm.dynamics.imagine_step(state, action)
+            feat = wm.dynamics.feat(state)
             total += alive * wm.reward.mean(feat)
             alive = alive * wm.cont.prob(feat)
         return total.cpu().numpy(), np.stack(actions, 1)

@@ -246,6 +246,15 @@ class RSSM(nn.Module):
         stoch, classes = sample_onehot_index(self.prior_logits(deter))
         return {"deter": deter, "stoch": stoch, "classes": classes}
 
+    def starts(self, post: State, state: State) -> State:
+        """Imagination start states (B * T, ...): every posterior state of the window, detached (the
+        GRU carries nothing else; `state` is unused)."""
+        return {k: post[k].detach().reshape(-1, *post[k].shape[2:]) for k in ("deter", "stoch")}
+
+    def compile_steps(self) -> None:
+        """torch.compile the observe loop's step (see Agent.compile_steps)."""
+        self._observe_step = torch.compile(self._observe_step, dynamic=False)
+
     def obs_step(self, state: State, prev_action: torch.Tensor, embed: torch.Tensor, is_first: torch.Tensor) -> State:
         """One filtering step for acting in the environment: (B, ...) tensors, no time axis."""
         _, _, last = self.observe(embed[:, None], prev_action[:, None], is_first[:, None], state)

@@ -48,8 +48,22 @@ def check_overrides(argv: list[str]) -> None:
         raise UserError(message) from None
 
 
+def register_env_suites() -> None:
+    """Give each third-party environment suite (envs.plugin_suites) a config, so `env=<name>` composes like a
+    built-in one (configs/env/*.yaml) without a file here; a file of the same name wins."""
+    from hydra.core.config_store import ConfigStore
+
+    from envs.plugins import config_node
+
+    store = ConfigStore.instance()
+    for name in envs.plugin_suites():
+        if not (Path(CONFIG_DIR) / "env" / f"{name}.yaml").exists():
+            store.store(group="env", name=name, node=config_node(name))
+
+
 def entry_point(hydra_main: Callable[[], None]) -> None:
     """Run a Hydra main after checking the command line's overrides (one-line errors, exit 2)."""
+    register_env_suites()
     try:
         check_overrides(sys.argv[1:])
     except UserError as e:
@@ -100,6 +114,8 @@ def make_agent(cfg: DictConfig, env: gym.Env) -> Agent:
             OmegaConf.to_container(cfg.model, resolve=True),
             OmegaConf.to_container(cfg.agent, resolve=True),
             device=cfg.device,
+            # checkpoints before 0.3 have no `dynamics`: they are RSSM runs
+            dynamics=OmegaConf.to_container(cfg.dynamics, resolve=True) if "dynamics" in cfg else None,
         )
     except ValueError as e:
         raise UserError(f"env {cfg.env.suite}/{cfg.env.id}: {e}") from None

@@ -101,7 +101,7 @@ class Trainer:
         self.env = make_env(cfg.env, cfg.seed)
         self.eval_env = make_env(cfg.env, cfg.seed + 10_000)
         self.agent = make_agent(cfg, self.env)
-        self.agent.wm.rssm.defer_grads = cfg.run.defer_grads
+        self.agent.wm.dynamics.defer_grads = cfg.run.defer_grads
         self.agent.precision = cfg.run.precision  # compute precision of updates and acting (Agent.autocast)
         if cfg.run.compile:
             self.agent.compile_steps()

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from worldmodels.distributions import kl_categorical
+from worldmodels.dynamics import make_dynamics
 from worldmodels.heads import BinaryHead, ObsDecoder, ObsEncoder, TwoHotHead
-from worldmodels.rssm import RSSM, State
+from worldmodels.rssm import State
 
 Batch = dict[str, torch.Tensor]
 
@@ -20,6 +21,7 @@ class WorldModel(nn.Module):
         action_dim: size of the action vector (one-hot for discrete actions).
         model: widths from the size preset (deter, hidden, stoch, classes, blocks, units, depth, *_layers).
         bins: two-hot bins of the reward head. unimix, free_bits: as in DreamerV3.
+        dynamics: the `dynamics=` config (name and the backend's own options); None: the RSSM.
     """
 
     def __init__(
@@ -40,12 +42,15 @@ class WorldModel(nn.Module):
         bins: torch.Tensor,
         unimix: float = 0.01,
         free_bits: float = 1.0,
+        dynamics: dict | None = None,
     ):
         super().__init__()
         self.free_bits = free_bits
         self.encoder = ObsEncoder(obs_shapes, units, enc_layers, depth)
-        self.rssm = RSSM(self.encoder.out_dim, action_dim, deter, hidden, stoch, classes, blocks, unimix)
-        feat = self.rssm.feat_dim
+        widths = {"deter": deter, "hidden": hidden, "stoch": stoch, "classes": classes, "blocks": blocks}
+        # The latent dynamics, RSSM or Transformer (dynamics.py); nothing else here knows which.
+        self.dynamics = make_dynamics(dynamics or {"name": "rssm"}, self.encoder.out_dim, action_dim, widths, unimix)
+        feat = self.dynamics.feat_dim
         self.decoder = ObsDecoder(feat, obs_shapes, units, dec_layers, depth)
         self.reward = TwoHotHead(feat, units, head_layers, bins)
         self.cont = BinaryHead(feat, units, head_layers)
@@ -55,12 +60,12 @@ class WorldModel(nn.Module):
         action = batch["action"]
         prev = torch.cat([prev_action[:, None], action[:, :-1]], 1)
         embed = self.encoder(batch)
-        return self.rssm.observe(embed, prev, batch["is_first"], state)
+        return self.dynamics.observe(embed, prev, batch["is_first"], state)
 
     def loss(self, batch: Batch, state: State, prev_action: torch.Tensor) -> tuple[dict[str, torch.Tensor], State, State]:
         """Per-step losses (B, T) by name, the posterior states, and the last state."""
         post, prior_logits, last = self.observe(batch, state, prev_action)
-        feat = self.rssm.feat(post)
+        feat = self.dynamics.feat(post)
         post_logits = post["logits"]
         losses = {
             "dec": self.decoder.loss(feat, batch),

@@ -1,0 +1,1 @@
+"""Worked examples of plugging an environment of your own into worldmodels (see docs/plugging-in.md)."""

@@ -1,0 +1,297 @@
+"""Transformer state-space model: causal self-attention latent dynamics in the style of STORM and TWISTER.
+
+It has the RSSM's interface and state conventions (rssm.py), so the heads and the actor-critic read it
+unchanged: `initial`, `observe`, `obs_step`, `imagine_step`, `feat`, `feat_dim`, `prior_logits`.
+
+Model, per step t of an episode (z: `stoch` categoricals of `classes` classes; 1% unimix; one-hot
+straight-through samples, as in the RSSM):
+
+    posterior  q(z_t | e_t)        one hidden layer on the encoder embedding e_t alone, so all posteriors
+                                   of a window come out in one parallel pass
+    token      u_t = tok(z_t, a_t) Linear -> RMSNorm -> SiLU -> Linear on concat(flat z_t, a_t / max(1, |a_t|))
+    deter      h_t = GPT(u_{t-1}, u_{t-2}, ...)   causal Transformer output at position t, whose input is
+                                   u_{t-1}: h_t summarises the strict past, like the RSSM's deter
+    prior      p(z_t | h_t)        MLP -> logits, like the RSSM's prior_net / prior_out
+    features   concat(h_t, flat z_t), width d_model + stoch * classes
+
+The input at the first step of an episode (is_first) is a learned start token instead of u_{t-1}, and no
+position attends across an episode boundary. In every layer a position attends to at most `context`
+positions (itself and the context - 1 before it: a causal band mask, as a sliding-window Transformer),
+in training as in acting and imagination, so the three agree exactly. Through L layers h_t reaches back
+L * (context - 1) inputs, so h is not a function of the last `context` inputs alone; keeping each layer's
+keys and values of the last `context` positions makes the trimmed cache exact all the same.
+
+Positions are rotary (RoPE, Su et al. 2021) on queries and keys: attention depends only on the distance
+between two positions, so cached keys stay valid as the window slides and no absolute step count is kept.
+The cache holds keys before rotation; each call rotates them by their place in that call's sequence.
+
+State (dict of tensors with batch dimension B first, as the RSSM's):
+    deter  (B, D)             h of the current step (D = d_model)
+    stoch  (B, S, C)          z of the current step (one-hot sample)
+    keys   (B, L, H, K, Dh)   per layer, the keys of the last K = `context` positions (the current one last)
+    values (B, L, H, K, Dh)   their values
+    valid  (B, K) bool        which cache slots hold a position of the current episode
+    classes (B, S)            sampled class indices; only from `imagine_step`, as the RSSM's
+The next position's input is tok(stoch, action): the carried stoch and the action given to the next call
+(`prev_action[:, 0]` or imagine_step's action), so no token is stored. A state with only deter and stoch
+(as the replay context keeps, see Agent.split_context) is read as one with an empty cache.
+
+Imagination starts: `observe` also leaves, in the posterior dict, the keys and values of every position
+of the window ("keys", "values": (B, T, L, H, Dh)) and the episode id of each step ("episode": (B, T)).
+`starts(post, state)` cuts from them, for each of the B * T posterior states, the cache it would carry
+had the window been filtered up to that step: no recomputation, one gather of B*T*K cache slots.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldmodels.distributions import sample_onehot_index, unimix_logits
+from worldmodels.nets import MLP, Linear, NormAct, RMSNorm
+
+State = dict[str, torch.Tensor]
+CACHE_KEYS = ("keys", "values", "valid")
+
+
+def rotary(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotate feature pairs (i, i + Dh/2) of x (..., N, Dh) by angle position * base^(-2i/Dh) (RoPE).
+
+    The dot product of a query rotated at position m and a key rotated at n depends only on m - n."""
+    half = x.shape[-1] // 2
+    freq = base ** (-torch.arange(half, device=x.device, dtype=x.dtype) / half)
+    angle = positions.to(x.dtype)[:, None] * freq  # (N, Dh/2)
+    cos, sin = angle.cos(), angle.sin()
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + Attention(RMSNorm(x)), then x + MLP(RMSNorm(x)) with SiLU."""
+
+    def __init__(self, d_model: int, heads: int, ffn: int):
+        super().__init__()
+        self.heads = heads
+        self.attn_norm = RMSNorm(d_model)
+        self.qkv = Linear(d_model, 3 * d_model, bias=False)
+        self.proj = Linear(d_model, d_model)
+        self.mlp_norm = RMSNorm(d_model)
+        self.mlp_in = Linear(d_model, ffn)
+        self.mlp_out = Linear(ffn, d_model)
+
+    def forward(
+        self, x: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, D): the inputs at the T positions after P cached ones.
+
+        past_keys, past_values: (B, H, P, Dh), unrotated. mask: (B, T, P + T) bool, True where the query
+        at position P + t may attend to the key at position p. Returns the block's output (B, T, D) and the
+        keys and values of the T new positions (B, H, T, Dh), unrotated, for the cache.
+        """
+        B, T, D = x.shape
+        P = past_keys.shape[2]
+        q, k, v = self.qkv(self.attn_norm(x)).reshape(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        keys, values = torch.cat([past_keys, k], 2), torch.cat([past_values, v], 2)
+        positions = torch.arange(P + T, device=x.device)
+        # softmax(q k^T / sqrt(Dh) where mask, else -inf) v, per head; every query sees at least itself.
+        att = F.scaled_dot_product_attention(rotary(q, positions[P:]), rotary(keys, positions), values, attn_mask=mask[:, None])
+        x = x + self.proj(att.transpose(1, 2).reshape(B, T, D))
+        x = x + self.mlp_out(F.silu(self.mlp_in(self.mlp_norm(x))))
+        return x, k, v
+
+
+class TransformerSSM(nn.Module):
+    """Causal Transformer dynamics with the RSSM's interface (see the module docstring).
+
+    Args:
+        embed_dim: size of the encoder output. action_dim: size of the action vector.
+        d_model: width of the tokens and of h (the state's "deter"). layers, heads: Transformer blocks and
+            attention heads per block. context: inputs each position attends to (itself included), and
+            the length K of the key/value cache. ffn: hidden width of each block's MLP (4 * d_model if None).
+        stoch, classes: categorical latents. hidden: width of the posterior's and the prior's hidden layers.
+        unimix: uniform mixture of the prior and posterior categoricals.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        action_dim: int,
+        d_model: int = 512,
+        layers: int = 2,
+        heads: int = 8,
+        context: int = 8,
+        stoch: int = 32,
+        classes: int = 4,
+        hidden: int = 256,
+        ffn: int | None = None,
+        unimix: float = 0.01,
+    ):
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"dynamics.layers={layers} is invalid: expected an integer >= 1")
+        if heads < 1 or d_model % heads:
+            raise ValueError(f"dynamics.heads={heads} is invalid: must divide dynamics.d_model={d_model}")
+        if (d_model // heads) % 2:
+            raise ValueError(f"dynamics.heads={heads} is invalid: d_model / heads = {d_model // heads} must be even (rotary positions)")
+        if context < 1:
+            raise ValueError(f"dynamics.context={context} is invalid: expected an integer >= 1")
+        self.d_model, self.layers, self.heads, self.context = d_model, layers, heads, context
+        self.deter, self.stoch, self.classes, self.unimix = d_model, stoch, classes, unimix  # RSSM's names
+        self.feat_dim = d_model + stoch * classes
+        # Posterior q(z_t | e_t): one hidden layer on the embedding alone.
+        self.post_in = NormAct(embed_dim, hidden)
+        self.post_out = Linear(hidden, stoch * classes)
+        # Token u_t = tok(z_t, a_t), and the input at an episode's first step.
+        self.token_in = NormAct(stoch * classes + action_dim, d_model)
+        self.token_out = Linear(d_model, d_model)
+        self.start_token = nn.Parameter(torch.empty(d_model))
+        nn.init.trunc_normal_(self.start_token, std=1.0)
+        self.blocks = nn.ModuleList(Block(d_model, heads, ffn or 4 * d_model) for _ in range(layers))
+        self.out_norm = RMSNorm(d_model)
+        # Prior p(z_t | h_t): two hidden layers, as the RSSM's.
+        self.prior_net = MLP(d_model, hidden, 2)
+        self.prior_out = Linear(hidden, stoch * classes)
+
+    # -- pieces --------------------------------------------------------------------------------
+    def initial(self, batch: int, device: torch.device | str = "cpu") -> State:
+        """Zeros and an empty cache (no valid slot)."""
+        cache = (batch, self.layers, self.heads, self.context, self.d_model // self.heads)
+        return {
+            "deter": torch.zeros(batch, self.d_model, device=device),
+            "stoch": torch.zeros(batch, self.stoch, self.classes, device=device),
+            "keys": torch.zeros(cache, device=device),
+            "values": torch.zeros(cache, device=device),
+            "valid": torch.zeros(batch, self.context, dtype=torch.bool, device=device),
+        }
+
+    def feat(self, state: State) -> torch.Tensor:
+        stoch = state["stoch"]
+        return torch.cat([state["deter"], stoch.reshape(*stoch.shape[:-2], -1)], -1)
+
+    def token(self, stoch: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """u = tok(z, a): (..., S, C) one-hot and (..., A) action -> (..., D); actions scaled into [-1, 1]."""
+        action = action / torch.clamp(action.detach().abs(), min=1.0)
+        return self.token_out(self.token_in(torch.cat([stoch.flatten(-2), action], -1)))
+
+    def _stoch_logits(self, hidden: torch.Tensor, out: nn.Module) -> torch.Tensor:
+        logits = out(hidden).reshape(*hidden.shape[:-1], self.stoch, self.classes)
+        return unimix_logits(logits.float(), self.unimix)
+
+    def prior_logits(self, deter: torch.Tensor) -> torch.Tensor:
+        return self._stoch_logits(self.prior_net(deter), self.prior_out)
+
+    def post_logits(self, embed: torch.Tensor) -> torch.Tensor:
+        return self._stoch_logits(self.post_in(embed), self.post_out)
+
+    def _mask(self, episode: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, T, K + T) attention mask for T new positions after the K cached slots.
+
+        episode: (B, T) episode id of each new step, counted from the cache's episode (0) up at each
+        is_first. A query attends to a key at most context - 1 positions back, of its own episode, and
+        (for a cache slot) valid."""
+        K, (B, T) = self.context, episode.shape
+        position = torch.arange(K + T, device=episode.device)  # cache slots 0 .. K-1, new steps K .. K+T-1
+        query, key = position[K:, None], position[None, :]
+        near = (key <= query) & (query - key < K)  # (T, K + T)
+        key_episode = torch.cat([episode.new_zeros(B, K), episode], 1)
+        key_valid = torch.cat([valid, valid.new_ones(B, T)], 1)
+        return near & (episode[:, :, None] == key_episode[:, None, :]) & key_valid[:, None, :]
+
+    def _transformer(self, inputs: torch.Tensor, mask: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """inputs (B, T, D) after the state's cache -> h (B, T, D) and the new keys and values (B, L, H, T, Dh)."""
+        x, keys, values = inputs, [], []
+        for layer, block in enumerate(self.blocks):
+            x, k, v = block(x, state["keys"][:, layer], state["values"][:, layer], mask)
+            keys.append(k)
+            values.append(v)
+        return self.out_norm(x), torch.stack(keys, 1), torch.stack(values, 1)
+
+    def _next_cache(self, state: State, keys: torch.Tensor, values: torch.Tensor, episode: torch.Tensor) -> State:
+        """The cache after T new positions: the last K of (cached, new) slots; valid where of the last episode."""
+        K, last = self.context, episode[:, -1:]
+        valid = torch.cat([state["valid"] & (last == 0), episode == last], 1)
+        return {
+            "keys": torch.cat([state["keys"], keys], 3)[:, :, :, -K:],
+            "values": torch.cat([state["values"], values], 3)[:, :, :, -K:],
+            "valid": valid[:, -K:],
+        }
+
+    def _with_cache(self, state: State) -> State:
+        """A state without a cache (deter and stoch only) gets an empty one."""
+        if "keys" in state:
+            return state
+        return {**self.initial(state["stoch"].shape[0], state["stoch"].device), **state}
+
+    # -- interface -----------------------------------------------------------------------------
+    def observe(
+        self, embed: torch.Tensor, prev_action: torch.Tensor, is_first: torch.Tensor, state: State
+    ) -> tuple[State, torch.Tensor, State]:
+        """Filter a window in one parallel pass.
+
+        Args:
+            embed: (B, T, E) encoder outputs. prev_action: (B, T, A) action taken before each step.
+            is_first: (B, T) episode starts: the input there is the start token and nothing before is attended.
+            state: the state before the window (see the module docstring).
+        Returns:
+            post: deter (B, T, D), stoch (B, T, S, C), logits (B, T, S, C), and for `starts`: keys and
+            values (B, T, L, H, Dh) of every position and episode (B, T); prior_logits (B, T, S, C);
+            last: the state after the window, for carrying into the next call.
+        """
+        B, T = embed.shape[:2]
+        assert prev_action.shape[:2] == (B, T) and is_first.shape == (B, T), (embed.shape, prev_action.shape, is_first.shape)
+        state = self._with_cache(state)
+        first = is_first.bool()
+        logits = self.post_logits(embed)
+        stoch, _ = sample_onehot_index(logits)
+        prev_stoch = torch.cat([state["stoch"][:, None], stoch[:, :-1]], 1)
+        inputs = torch.where(first[..., None], self.start_token, self.token(prev_stoch, prev_action))
+        episode = first.long().cumsum(1)
+        deter, keys, values = self._transformer(inputs, self._mask(episode, state["valid"]), state)
+        post = {
+            "deter": deter, "stoch": stoch, "logits": logits,
+            "keys": keys.permute(0, 3, 1, 2, 4), "values": values.permute(0, 3, 1, 2, 4), "episode": episode,
+        }
+        last = {"deter": deter[:, -1], "stoch": stoch[:, -1], **self._next_cache(state, keys, values, episode)}
+        return post, self.prior_logits(deter), last
+
+    def imagine_step(self, state: State, action: torch.Tensor) -> State:
+        """Step the prior forward: (B, ...) state and (B, A) action -> next state sampled from the prior.
+
+        One new position, tok(stoch, action), attends to the cache; the next state holds the sampled
+        `classes` (B, S) too, as the RSSM's."""
+        state = self._with_cache(state)
+        episode = action.new_zeros(action.shape[0], 1, dtype=torch.long)
+        inputs = self.token(state["stoch"], action)[:, None]
+        deter, keys, values = self._transformer(inputs, self._mask(episode, state["valid"]), state)
+        deter = deter[:, 0]
+        stoch, classes = sample_onehot_index(self.prior_logits(deter))
+        return {"deter": deter, "stoch": stoch, "classes": classes, **self._next_cache(state, keys, values, episode)}
+
+    def obs_step(self, state: State, prev_action: torch.Tensor, embed: torch.Tensor, is_first: torch.Tensor) -> State:
+        """One filtering step for acting in the environment: (B, ...) tensors, no time axis."""
+        _, _, last = self.observe(embed[:, None], prev_action[:, None], is_first[:, None], state)
+        return last
+
+    def starts(self, post: State, state: State) -> State:
+        """Imagination start states (B * T, ...) from `observe`'s posterior and the state it started from.
+
+        Start b * T + t is the state `observe` would return as `last` for the window cut after step t:
+        deter and stoch of step t and the cache of the K positions up to t. Detached: imagination runs
+        without gradients through the dynamics (Agent.imagine)."""
+        state = self._with_cache(state)
+        K, (B, T) = self.context, post["episode"].shape
+        episode = post["episode"]
+
+        def windows(x: torch.Tensor) -> torch.Tensor:  # (B, K + T, ...) -> (B, T, K, ...): slots t+1 .. t+K
+            return x.unfold(1, K, 1)[:, 1:].movedim(-1, 2)
+
+        cache = {}
+        for name in ("keys", "values"):
+            slots = torch.cat([state[name].permute(0, 3, 1, 2, 4), post[name]], 1).detach()  # (B, K + T, L, H, Dh)
+            cache[name] = windows(slots).permute(0, 1, 3, 4, 2, 5).reshape(B * T, self.layers, self.heads, K, -1)
+        slot_episode = windows(torch.cat([episode.new_zeros(B, K), episode], 1))  # (B, T, K)
+        slot_valid = windows(torch.cat([state["valid"], state["valid"].new_ones(B, T)], 1))
+        cache["valid"] = (slot_valid & (slot_episode == episode[..., None])).reshape(B * T, K)
+        latent = {name: post[name].detach().reshape(B * T, *post[name].shape[2:]) for name in ("deter", "stoch")}
+        return {**latent, **cache}
