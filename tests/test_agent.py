@@ -12,24 +12,10 @@ import torch
 
 from worldmodels.agent import Agent
 
-from tiny import TINY_AGENT, TINY_MODEL
+from tiny import TINY_AGENT, TINY_MODEL, make_batch
 
 MODEL, AGENT = {**TINY_MODEL, "actor_layers": 2}, TINY_AGENT
 OBS = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (3,), np.float32)})
-
-
-def make_batch(B: int = 2, T: int = 5, actions: int = 2) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    batch = {
-        "state": torch.randn(B, T, 3, generator=g),
-        "action": torch.rand(B, T, actions, generator=g) * 2 - 1,
-        "reward": torch.randn(B, T, generator=g),
-        "is_first": torch.zeros(B, T, dtype=torch.bool),
-        "is_last": torch.zeros(B, T, dtype=torch.bool),
-        "is_terminal": torch.zeros(B, T, dtype=torch.bool),
-    }
-    batch["is_first"][:, 0] = True
-    return batch
 
 
 @pytest.mark.parametrize("discrete", [False, True])

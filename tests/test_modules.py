@@ -18,12 +18,8 @@ from worldmodels.world_model import WorldModel
 
 
 @pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: one CPU thread is faster, and avoids oversubscription when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(single_thread):
+    """Tiny tensors: see conftest.single_thread."""
 
 
 # sizes of configs/model/debug.yaml

@@ -23,25 +23,11 @@ from worldmodels.agent import PRECISIONS, Agent
 from worldmodels.errors import UserError
 from worldmodels.setup import CONFIG_DIR
 
-from tiny import TINY_AGENT, TINY_MODEL
+from tiny import TINY_AGENT, TINY_MODEL, make_batch
 
 OBS = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (3,), np.float32)})
 BOX = gym.spaces.Box(-1, 1, (2,), np.float32)
 LOSSES = ("loss/dec", "loss/rew", "loss/con", "loss/dyn", "loss/rep", "loss/policy", "loss/value", "loss/repval", "loss/total")
-
-
-def make_batch(B: int = 2, T: int = 5, actions: int = 2) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    batch = {
-        "state": torch.randn(B, T, 3, generator=g),
-        "action": torch.rand(B, T, actions, generator=g) * 2 - 1,
-        "reward": torch.randn(B, T, generator=g),
-        "is_first": torch.zeros(B, T, dtype=torch.bool),
-        "is_last": torch.zeros(B, T, dtype=torch.bool),
-        "is_terminal": torch.zeros(B, T, dtype=torch.bool),
-    }
-    batch["is_first"][:, 0] = True
-    return batch
 
 
 def agents(space: gym.Space = BOX) -> tuple[Agent, Agent]:

@@ -14,12 +14,8 @@ E, A, D, L, H, K, S, C = 6, 3, 16, 2, 2, 4, 4, 3  # embed, action, d_model, laye
 
 
 @pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: one CPU thread is faster, and avoids oversubscription when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(single_thread):
+    """Tiny tensors: see conftest.single_thread."""
 
 
 def make(seed: int = 0, **kw) -> TransformerSSM:
