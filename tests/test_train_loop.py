@@ -76,7 +76,7 @@ def test_replay_context_stores_acting_latents_and_writes_back_trained_ones(tmp_p
     assert torch.equal(start[1][0], torch.as_tensor(replay.data["action"][30]).float())
     assert batch["reward"].shape == (1, cfg.batch.length) and "latent/deter" not in batch
     # The state file written with the last checkpoint holds the latents as they are now.
-    state = np.load(tmp_path / "run" / "replay" / replay.STATE_FILE)
+    state = np.load(tmp_path / "run" / "replay" / replay.store.STATE_FILE)
     assert np.array_equal(state["value/latent/deter"], deter) and np.array_equal(state["value/latent/stoch"], stoch)
 
 

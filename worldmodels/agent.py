@@ -143,12 +143,16 @@ class Agent(nn.Module):
             action = dist.sample() if mode == "sample" else dist.mode()
         return action, (state, action)
 
-    def replay_entry(self, carry: Carry) -> dict[str, np.ndarray]:
-        """The latent state of an acting carry as replay values (N, ...): deter in float16 (the official
-        code stores it in its bf16 compute dtype) and the sampled class of each stoch variable."""
-        state, _ = carry
+    @staticmethod
+    def latent_entries(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """A state's latents as replay values (..., ·): deter in float16 (the official code stores it in its
+        bf16 compute dtype) and the sampled class of each stoch variable."""
         return {"latent/deter": state["deter"].to(torch.float16).cpu().numpy(),
                 "latent/stoch": state["stoch"].argmax(-1).to(torch.int16).cpu().numpy()}
+
+    def replay_entry(self, carry: Carry) -> dict[str, np.ndarray]:
+        """The latent state of an acting carry as replay values (N, ...)."""
+        return self.latent_entries(carry[0])
 
     def split_context(self, batch: Batch, context: int) -> tuple[Batch, Carry]:
         """Replay context (the official `replay_context`): the first `context` steps of a replayed window
@@ -160,10 +164,9 @@ class Agent(nn.Module):
         rest = {key: value[:, context:] for key, value in batch.items() if key not in LATENT_KEYS}
         return rest, start
 
-    def posterior_entries(self) -> dict[str, torch.Tensor]:
-        """The posterior latents (B, T, ...) of the last update, as replay values (see replay_entry)."""
-        post = self.posterior
-        return {"latent/deter": post["deter"].to(torch.float16), "latent/stoch": post["stoch"].argmax(-1).to(torch.int16)}
+    def posterior_entries(self) -> dict[str, np.ndarray]:
+        """The posterior latents (B, T, ...) of the last update, as replay values (see latent_entries)."""
+        return self.latent_entries(self.posterior)
 
     def env_action(self, action: torch.Tensor) -> np.ndarray:
         """Agent action (N, A) -> what the environments take: indices, or vectors clipped to [-1, 1]."""

@@ -122,15 +122,19 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
 def _validate_dynamics(cfg: DictConfig) -> None:
     if "dynamics" not in cfg:  # the config of a checkpoint before 0.3: an RSSM run
         return
-    _choice(cfg, "dynamics.name", ("rssm", "transformer"))
+    from worldmodels.dynamics import BACKENDS
+
+    _choice(cfg, "dynamics.name", BACKENDS)
     if cfg.dynamics.name == "transformer":
+        from worldmodels.transformer import check_options
+
         for key in ("d_model", "layers", "heads", "context"):
             _int(cfg, f"dynamics.{key}", 1)
-        d_model, heads = cfg.dynamics.d_model, cfg.dynamics.heads
-        if d_model % heads or (d_model // heads) % 2:
-            raise UserError(
-                f"config value dynamics.heads={heads} is invalid: must divide dynamics.d_model={d_model} into an even head width"
-            )
+        d = cfg.dynamics
+        try:
+            check_options(d.d_model, d.layers, d.heads, d.context)
+        except ValueError as e:
+            raise UserError(f"config value {e}") from None
 
 
 # Settings a resumed run must share with the run it continues: they shape the networks, the

@@ -12,6 +12,7 @@ A backend is an nn.Module with:
     imagine_step(state, action (B,A)) -> state                                 (one prior step; adds classes)
     starts(post, state) -> state with batch B*T                                (imagination starts, detached)
     feat(state) -> concat(deter, flatten(stoch))
+    compile_steps()                (optional) torch.compile its own step functions (run.compile)
 States are dicts of tensors, batch first. `deter` and `stoch` are the parts carried between calls by every
 backend (the replay context stores them); a backend may carry more (the Transformer's key/value cache).
 """

@@ -150,14 +150,15 @@ def hydra_main(cfg: DictConfig) -> None:
         checkpoints = [str(c) for c in cfg.checkpoint] if isinstance(cfg.checkpoint, ListConfig) else [str(cfg.checkpoint)]
         if isinstance(cfg.episodes, bool) or not isinstance(cfg.episodes, int) or cfg.episodes < 1:
             raise UserError(f"config value episodes={cfg.episodes!r} is invalid: expected an integer >= 1")
-        if _overridden("dynamics"):  # the checkpoint decides the backend; naming another is a mistake
-            for checkpoint in checkpoints:
-                saved = OmegaConf.create(load_checkpoint(checkpoint)["config"]).get("dynamics", {"name": "rssm"})
-                if saved.name != cfg.dynamics.name:
-                    raise UserError(f"checkpoint {checkpoint} has {saved.name} dynamics, not {cfg.dynamics.name}")
-        if _overridden("env"):
-            for checkpoint in checkpoints:
-                saved = OmegaConf.create(load_checkpoint(checkpoint)["config"]).env
+        # The checkpoint decides the environment and the dynamics backend; naming others is a mistake.
+        check_env, check_dynamics = _overridden("env"), _overridden("dynamics")
+        for checkpoint in checkpoints if check_env or check_dynamics else []:
+            saved_cfg = OmegaConf.create(load_checkpoint(checkpoint)["config"])
+            dynamics = saved_cfg.dynamics.name if "dynamics" in saved_cfg else "rssm"  # runs before 0.3: RSSM
+            if check_dynamics and dynamics != cfg.dynamics.name:
+                raise UserError(f"checkpoint {checkpoint} has {dynamics} dynamics, not {cfg.dynamics.name}")
+            if check_env:
+                saved = saved_cfg.env
                 if OmegaConf.to_container(saved) != OmegaConf.to_container(cfg.env):
                     raise UserError(
                         f"checkpoint {checkpoint} is of environment {saved.suite}/{saved.id}, not {cfg.env.suite}/{cfg.env.id}"

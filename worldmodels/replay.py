@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections import deque
 from typing import Any
 
@@ -95,21 +93,21 @@ class Replay:
         restored onto the steps that were stored when it was written."""
         if self.store is None:
             return 0
-        state = self._read_state()
-        loaded = before_state = 0
+        state = self.store.read_state()
+        loaded = before_state = 0  # steps loaded, and those of them written before the state file
         for seq, chunk in self.store.load(self.capacity, with_seq=True):
-            for i in range(len(chunk["is_first"])):
+            length = len(chunk["is_first"])
+            for i in range(length):
                 self._add_quietly({key: values[i] for key, values in chunk.items()})
-                loaded += 1
-                before_state += state is not None and seq < int(state["seq_end"])
+            loaded += length
+            if state is not None and seq < int(state["seq_end"]):
+                before_state += length
         self.flushed = self.added
-        if state is not None and loaded == self.added:
+        if state is not None and loaded == self.added:  # loaded into an empty replay, as on resume
             self._apply_state(state, end=before_state)
         return loaded
 
     # -- state that changes after steps are written: the online queue and rewritten values -------------
-    STATE_FILE = "state.npz"
-
     def save_state(self, keys: tuple[str, ...] = ()) -> None:
         """Write the online queue and the current values of `keys` (for every stored step) beside the
         chunks, atomically; call after `flush`, so the file describes exactly the steps on disk."""
@@ -122,24 +120,7 @@ class Replay:
             queue_age=np.asarray([self.added - start for start in self.queue], np.int64),
             since_queued=np.int64(self.since_queued),
         )
-        path = self.store.dir / self.STATE_FILE
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-    def _read_state(self) -> dict[str, np.ndarray] | None:
-        path = self.store.dir / self.STATE_FILE
-        if not path.exists():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        except Exception as e:  # noqa: BLE001 - a damaged state file costs the rewrites, not the replay
-            warnings.warn(f"replay state {path} is unreadable and was skipped ({type(e).__name__}: {e})", stacklevel=3)
-            return None
+        self.store.write_state(arrays)
 
     def _apply_state(self, state: dict[str, np.ndarray], end: int) -> None:
         """Restore the saved queue and values onto loaded steps 0 .. end - 1 (those the file describes;

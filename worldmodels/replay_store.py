@@ -36,14 +36,26 @@ class ChunkStore:
         """Write one chunk of steps (arrays with a leading time axis) atomically."""
         length = len(next(iter(steps.values())))
         path = self.dir / f"{self.next_seq:010d}-{length}.npz"
-        tmp = self.dir / f".{path.name}.tmp"
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **steps)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _save_atomically(path, steps, compressed=True)
         self.next_seq += 1
         return path
+
+    STATE_FILE = "state.npz"  # the replay's state that changes after its steps are written (Replay.save_state)
+
+    def write_state(self, arrays: dict[str, np.ndarray]) -> None:
+        _save_atomically(self.dir / self.STATE_FILE, arrays, compressed=False)
+
+    def read_state(self) -> dict[str, np.ndarray] | None:
+        """The state file's arrays; None when there is none, or (with a warning naming it) when it is unreadable."""
+        path = self.dir / self.STATE_FILE
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except Exception as e:  # noqa: BLE001 - a damaged state file costs the rewrites, not the replay
+            warnings.warn(f"replay state {path} is unreadable and was skipped ({type(e).__name__}: {e})", stacklevel=2)
+            return None
 
     def evict(self, keep_steps: int) -> None:
         """Delete the oldest chunks that hold only steps beyond the newest `keep_steps`."""
@@ -84,3 +96,13 @@ class ChunkStore:
                 first = i
                 break
         return chunks[first:] if with_seq else [chunk for _, chunk in chunks[first:]]
+
+
+def _save_atomically(path: Path, arrays: dict[str, np.ndarray], compressed: bool) -> None:
+    """Write an .npz to a temporary name, sync it and rename it: a crash leaves the whole file or none."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -106,9 +106,10 @@ class Trainer:
         if cfg.run.compile:
             self.agent.compile_steps()
         store = ChunkStore(run_dir / "replay") if cfg.replay.persist else None
-        self.context = cfg.replay.context  # replayed windows are batch.length + context steps long
-        window = cfg.batch.length + self.context
-        self.replay = Replay(cfg.replay.capacity, seed=cfg.seed, store=store, chunk=cfg.replay.chunk, online=window if cfg.replay.online else 0)
+        self.context = cfg.replay.context
+        self.window = cfg.batch.length + self.context  # replayed windows: the context steps, then the trained ones
+        online = self.window if cfg.replay.online else 0
+        self.replay = Replay(cfg.replay.capacity, seed=cfg.seed, store=store, chunk=cfg.replay.chunk, online=online)
         repeat = cfg.env.action_repeat
         self.driver = Driver(
             self.env,
@@ -212,22 +213,20 @@ class Trainer:
         an action repeat of 2, the same ratio replays each stored step as often as with a repeat of 1."""
         cfg = self.cfg
         metrics: dict[str, list[float]] = defaultdict(list)
-        window = cfg.batch.length + self.context
-        if self.stored < cfg.run.train_start or len(self.replay) < window:
+        if self.stored < cfg.run.train_start or len(self.replay) < self.window:
             return metrics
         if self.train_from is None:
             self.train_from = self.stored
         replayed = cfg.batch.size * cfg.batch.length
         due = 1 + int((self.stored - self.train_from) * cfg.run.train_ratio / replayed)
         while self.updates < due:
-            sample, index = self.replay.sample_index(cfg.batch.size, window, online=True)
+            sample, index = self.replay.sample_index(cfg.batch.size, self.window, online=True)
             batch, start = to_torch(sample, self.agent.device), None
             if self.context:
                 batch, start = self.agent.split_context(batch, self.context)
             result = self.agent.train_step(batch, start)
             if self.context and not result["train/nonfinite"]:
-                latents = {k: v.cpu().numpy() for k, v in self.agent.posterior_entries().items()}
-                self.replay.update(index[:, self.context:], latents)
+                self.replay.update(index[:, self.context:], self.agent.posterior_entries())
             self.nonfinite = self.nonfinite + 1 if result["train/nonfinite"] else 0
             if self.nonfinite >= cfg.run.max_nonfinite:
                 raise UserError(

@@ -67,6 +67,18 @@ def rotary(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> t
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
 
 
+def check_options(d_model: int, layers: int, heads: int, context: int) -> None:
+    """Raise ValueError, one line naming the option, for widths the Transformer cannot take."""
+    if layers < 1:
+        raise ValueError(f"dynamics.layers={layers} is invalid: expected an integer >= 1")
+    if heads < 1 or d_model % heads:
+        raise ValueError(f"dynamics.heads={heads} is invalid: must divide dynamics.d_model={d_model}")
+    if (d_model // heads) % 2:
+        raise ValueError(f"dynamics.heads={heads} is invalid: d_model / heads = {d_model // heads} must be even (rotary positions)")
+    if context < 1:
+        raise ValueError(f"dynamics.context={context} is invalid: expected an integer >= 1")
+
+
 class Block(nn.Module):
     """Pre-norm Transformer block: x + Attention(RMSNorm(x)), then x + MLP(RMSNorm(x)) with SiLU."""
 
@@ -128,14 +140,7 @@ class TransformerSSM(nn.Module):
         unimix: float = 0.01,
     ):
         super().__init__()
-        if layers < 1:
-            raise ValueError(f"dynamics.layers={layers} is invalid: expected an integer >= 1")
-        if heads < 1 or d_model % heads:
-            raise ValueError(f"dynamics.heads={heads} is invalid: must divide dynamics.d_model={d_model}")
-        if (d_model // heads) % 2:
-            raise ValueError(f"dynamics.heads={heads} is invalid: d_model / heads = {d_model // heads} must be even (rotary positions)")
-        if context < 1:
-            raise ValueError(f"dynamics.context={context} is invalid: expected an integer >= 1")
+        check_options(d_model, layers, heads, context)
         self.d_model, self.layers, self.heads, self.context = d_model, layers, heads, context
         self.deter, self.stoch, self.classes, self.unimix = d_model, stoch, classes, unimix  # RSSM's names
         self.feat_dim = d_model + stoch * classes
