@@ -148,7 +148,7 @@ def _plain(value: Any) -> Any:
 
 # Environment options added after runs were saved, with the value that gives those runs' behaviour: a run saved
 # without one resumes when it has that value now (the gym suite taking any Gymnasium space, envs/spaces.py).
-ADDED_ENV_OPTIONS = {"entry_point": None, "kwargs": None, "keys": ".*", "exclude": "", "joint_actions": 64}
+ADDED_ENV_OPTIONS = {"entry_point": None, "kwargs": None, "keys": ".*", "exclude": "", "joint_actions": 64, "size": 64}
 
 
 def resume_conflict(saved: DictConfig, new: DictConfig) -> str | None:
