@@ -6,6 +6,7 @@ back past the last checkpoint, and at the end that every replay chunk loads and 
 more env steps than the checkpoint interval. Prints the figures and saves benchmarks/results/chaos.json.
 
     python benchmarks/chaos.py --kills 12
+    python benchmarks/chaos.py --kills 6 --num-envs 2 --save-every 10 --chunk 10 --startup 15 --out benchmarks/results/chaos_2envs.json
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def wait_for_write(run_dir: Path, target: str, timeout: float) -> bool:
     folder, pattern = (run_dir / "checkpoints", ".latest.tmp-*") if target == "checkpoint" else (run_dir / "replay", ".*.tmp")
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if folder.exists() and any(folder.glob(pattern)):
+        if folder.exists() and any(folder.rglob(pattern)):  # rglob: replay/env<i>/ with several envs
             return True
         time.sleep(0.0005)
     return False
@@ -55,6 +56,8 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=40, help="env steps between checkpoints (the flush interval)")
     parser.add_argument("--chunk", type=int, default=20, help="replay steps per chunk file")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-envs", type=int, default=1, help="env.num_envs (env steps are summed over the envs)")
+    parser.add_argument("--startup", type=float, default=4.0, help="seconds a run is left to start before a kill is aimed")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "chaos")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "chaos.json")
     args = parser.parse_args()
@@ -66,14 +69,14 @@ def main() -> None:
     final_steps = 100_000
     cmd = [sys.executable, "-m", "worldmodels.train", "env=dummy", "model=debug", "run.progress=false", "run.eval_every=0",
            "run.log_every=5", f"run.save_every={args.save_every}", f"replay.chunk={args.chunk}", "run.threads=1",
-           f"run.dir={args.run_dir}"]
+           f"env.num_envs={args.num_envs}", f"run.dir={args.run_dir}"]
     kills, resumed_steps, problems = [], [], []
     warnings_seen = 0
     for k in range(args.kills):
         proc = subprocess.Popen([*cmd, f"run.steps={final_steps}"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         mode = ["random", "checkpoint", "replay"][k % 3]
         started = time.time()
-        time.sleep(4.0)  # start-up: imports and building the agent
+        time.sleep(args.startup)  # start-up: imports and building the agent (and the env workers)
         if mode == "random":
             time.sleep(rng.uniform(0.5, 6.0))
             hit = True
@@ -103,7 +106,7 @@ def main() -> None:
     for k, kill in enumerate(kills):
         resumed_at = next(step for step in after_kill[k:] if step is not None)
         lost.append(max(0, kill["last_logged_step"] - resumed_at))
-        if resumed_at + args.save_every < kill["last_logged_step"]:
+        if resumed_at + args.save_every + args.num_envs - 1 < kill["last_logged_step"]:  # a step takes num_envs env steps
             problems.append(f"kill at step {kill['last_logged_step']} resumed at {resumed_at}")
     resumes = [step for step in after_kill if step is not None]
     if any(b < a for a, b in itertools.pairwise(resumes)):
@@ -112,7 +115,7 @@ def main() -> None:
     if steps != sorted(steps):
         problems.append("metrics.jsonl steps are not monotone")
     corrupt = 0
-    chunks = sorted((args.run_dir / "replay").glob("*.npz"))
+    chunks = sorted((args.run_dir / "replay").rglob("*.npz"))  # replay/env<i>/ with several envs
     for path in chunks:
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -129,6 +132,7 @@ def main() -> None:
         "steps_lost_per_kill": lost,
         "max_steps_lost": max(lost) if lost else 0,
         "flush_interval": args.save_every,
+        "num_envs": args.num_envs,
         "replay_chunks": len(chunks),
         "replay_chunks_corrupt": corrupt,
         "damage_warnings": warnings_seen,

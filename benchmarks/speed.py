@@ -7,6 +7,7 @@ Prints the machine (CPU model and its vector flags, threads, the measured matmul
 machines are not compared here: the machine is recorded beside them instead.
 
     python benchmarks/speed.py --sizes size1m size12m --threads 2
+    python benchmarks/speed.py --sizes size1m --compile dynamics=transformer   # any config override
     python benchmarks/speed.py --device cuda --sizes size12m --compile   # also peak GPU memory; no env steps
     python benchmarks/speed.py --device cuda --sizes size12m --precision bf16
 
@@ -139,9 +140,53 @@ def matmul_gflops(device: str, precision: str = "float32") -> float:
     return calls * 2 * a.shape[0] * a.shape[1] * b.shape[0] / (time.perf_counter() - began) / 1e9
 
 
-def time_updates(size: str, device: str, repeats: int, compile_steps: bool, defer_grads: bool, precision: str = "float32") -> dict[str, float | str]:
+def time_dynamics(agent, batch: dict[str, torch.Tensor], repeats: int) -> dict[str, float]:
+    """The latent dynamics alone, as an update uses it: filtering the batch's window (forward and backward, on
+    random embeddings) and one imagination step from all of the window's B * T states (no gradient)."""
+    dyn, device = agent.wm.dynamics, agent.device
+    B, T = batch["reward"].shape
+    g = torch.Generator().manual_seed(1)
+    embed = torch.randn(B, T, agent.wm.encoder.out_dim, generator=g).to(device).requires_grad_()
+    prev_action = torch.rand(B, T, agent.action_dim, generator=g).to(device) * 2 - 1
+    start_state = dyn.initial(B, device)
+
+    def observe():
+        with agent.autocast():
+            post, prior, _ = dyn.observe(embed, prev_action, batch["is_first"], start_state)
+            loss = post["deter"].float().square().mean() + prior.mean() + post["logits"].mean()
+        loss.backward()
+        return post
+
+    post = observe()
+    with torch.no_grad():
+        start = dyn.starts(post, start_state)
+        start = {**start, "classes": start["stoch"].argmax(-1)}
+        action = torch.rand(B * T, agent.action_dim, generator=g).to(device) * 2 - 1
+
+    def imagine():
+        with torch.no_grad(), agent.autocast():
+            dyn.imagine_step(start, action)
+
+    row = {}
+    for name, fn in (("observe", observe), ("imagine_step", imagine)):
+        fn()  # warm-up (and compilation)
+        sync(device)
+        times = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            fn()
+            sync(device)
+            times.append(time.perf_counter() - began)
+        row[f"{name}_s"] = float(np.median(times))
+    agent.zero_grad(set_to_none=True)
+    return row
+
+
+def time_updates(
+    size: str, device: str, repeats: int, compile_steps: bool, defer_grads: bool, precision: str = "float32", overrides: tuple[str, ...] = ()
+) -> dict[str, float | str]:
     with initialize_config_dir(CONFIG_DIR, version_base=None):
-        cfg = compose("config", [f"model={size}", f"device={device}"])
+        cfg = compose("config", [f"model={size}", f"device={device}", *overrides])
     cuda = torch.device(device).type == "cuda"
     if cuda:  # peak memory of this size alone: weights, optimiser state and one update's activations
         gc.collect()
@@ -179,6 +224,7 @@ def time_updates(size: str, device: str, repeats: int, compile_steps: bool, defe
     if cuda:
         row["peak_gpu_mem_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         row["peak_gpu_mem_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
+    row.update(time_dynamics(agent, batch, repeats))
     return row
 
 
@@ -212,6 +258,7 @@ def main() -> None:
     parser.add_argument("--no-onednn", dest="onednn", action="store_false", help="every linear layer through MKL (run.onednn=false)")
     parser.add_argument("--no-defer", dest="defer", action="store_false", help="per-step weight gradients in the observe loop (run.defer_grads=false)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/speed.json (speed_compile.json with --compile)")
+    parser.add_argument("overrides", nargs="*", help="config overrides for the agent, e.g. dynamics=transformer")
     args = parser.parse_args()
     suffix = ("_compile" if args.compile else "") + ("_bf16" if args.precision == "bf16" else "")
     args.out = args.out or ROOT / "benchmarks" / "results" / f"speed{suffix}.json"
@@ -237,7 +284,7 @@ def main() -> None:
     peak = matmul_gflops(args.device, args.precision)
     print(f"matmul throughput: {peak:.0f} GFLOP/s ({args.precision}, {args.device}" + (f", {args.threads} threads)" if on_cpu else ")"), flush=True)
     for size in args.sizes:
-        row = time_updates(size, args.device, args.repeats, args.compile, args.defer, args.precision)
+        row = time_updates(size, args.device, args.repeats, args.compile, args.defer, args.precision, tuple(args.overrides))
         # The matmuls alone at the measured throughput: no implementation of the same math can go below it.
         row["matmul_floor_s"] = row["gflop_per_update"] / peak
         row["env_steps_per_s"] = time_env_steps(size, args.device, args.env_steps, args.precision) if args.env_steps > 0 else None
@@ -246,7 +293,8 @@ def main() -> None:
             f"{size}: {row['s_per_update_median']:.3f} s/update (min {row['s_per_update_min']:.3f}, warm-up {row['warmup_s']:.1f} s), "
             + (f"{row['env_steps_per_s']:.0f} env steps/s, " if row["env_steps_per_s"] is not None else "")
             + f"{row['gflop_per_update']:.0f} GFLOP/update (matmul floor {row['matmul_floor_s']:.3f} s)"
-            + (f", peak GPU memory {row['peak_gpu_mem_allocated_mib']:.0f} MiB allocated" if "peak_gpu_mem_allocated_mib" in row else ""),
+            + (f", peak GPU memory {row['peak_gpu_mem_allocated_mib']:.0f} MiB allocated" if "peak_gpu_mem_allocated_mib" in row else "")
+            + f"; dynamics: observe window {row['observe_s']:.3f} s (forward + backward), imagination step {row['imagine_step_s'] * 1e3:.1f} ms",
             flush=True,
         )
     result = {
@@ -259,6 +307,7 @@ def main() -> None:
         "keep_memory": args.keep_memory,
         "onednn": onednn_enabled(),
         "defer_grads": args.defer,
+        "overrides": list(args.overrides),
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "cpu": cpu,

@@ -10,6 +10,7 @@ import gymnasium
 
 from envs.load import build
 from envs.spaces import DEFAULT_JOINT_ACTIONS, adapt
+from envs.vector import adapt_vector
 from envs.wrappers import RenderObservation, default_mujoco_gl, first_line, wrap_common
 
 OBS_MODES = ("state", "pixels", "both")
@@ -55,6 +56,8 @@ def make_gym(
         env = _make_rendering(task, entry_point, int(size), options)
     else:
         env = build(task, entry_point, options)
+    if isinstance(env, gymnasium.vector.VectorEnv):  # already batched: used as it is (envs.vector)
+        return adapt_vector(env, keys, exclude, joint_actions, action_repeat, time_limit, seed, obs)
     env = adapt(env, keys, exclude, joint_actions, observation=obs != "pixels")
     if pixels:
         try:

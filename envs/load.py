@@ -74,14 +74,15 @@ def load_object(path: str, what: str = "entry point") -> Any:
 
 
 def call_factory(factory: Any, source: str, kwargs: dict[str, Any]) -> gymnasium.Env:
-    """`factory(**kwargs)`, which must return a gymnasium.Env; a bad argument keeps its TypeError, prefixed by `source`."""
+    """`factory(**kwargs)`, which must return a gymnasium.Env, or an env that is already batched (a
+    gymnasium.vector.VectorEnv, used as it is: envs.vector); a bad argument keeps its TypeError, prefixed by `source`."""
     if not callable(factory):
         raise TypeError(f"{source!r} is a {type(factory).__name__}, not a gymnasium.Env class or a function returning an env")
     try:
         env = factory(**kwargs)
     except TypeError as error:
         raise TypeError(f"{source}: {first_line(error)} (constructor arguments come from env.kwargs)") from None
-    if not isinstance(env, gymnasium.Env):
+    if not isinstance(env, (gymnasium.Env, gymnasium.vector.VectorEnv)):
         hint = " (an old `gym` env? wrap it with shimmy, or port it to gymnasium)" if type(env).__module__.startswith("gym.") else ""
         raise TypeError(f"{source!r} built a {type(env).__module__}.{type(env).__name__}, not a gymnasium.Env{hint}")
     return env

@@ -21,6 +21,7 @@ import gymnasium
 
 from envs.load import call_factory
 from envs.spaces import DEFAULT_JOINT_ACTIONS, adapt
+from envs.vector import adapt_vector
 from envs.wrappers import first_line, wrap_common
 
 DEFAULT_TASK = "default"
@@ -29,7 +30,7 @@ DEFAULT_TASK = "default"
 def config_node(suite: str) -> dict[str, Any]:
     """The config of `env=<suite>` for a third-party suite: the options make_plugin takes, with their defaults."""
     return {"suite": suite, "id": DEFAULT_TASK, "keys": ".*", "exclude": "", "joint_actions": DEFAULT_JOINT_ACTIONS,
-            "action_repeat": 1, "time_limit": 0, "kwargs": None}
+            "action_repeat": 1, "time_limit": 0, "kwargs": None, "num_envs": 1, "vector": "auto"}
 
 
 def load_plugin(entry: importlib.metadata.EntryPoint) -> Any:
@@ -63,5 +64,7 @@ def make_plugin(
     options = {**(kwargs or {}), **extra}
     build = factory if inspect.isclass(factory) else functools.partial(factory, task) if callable(factory) else factory
     env = call_factory(build, f"{suite} suite ({task})", options)
+    if isinstance(env, gymnasium.vector.VectorEnv):  # already batched: used as it is (envs.vector)
+        return adapt_vector(env, keys, exclude, joint_actions, action_repeat, time_limit, seed)
     env = adapt(env, keys, exclude, joint_actions)
     return wrap_common(env, action_repeat, time_limit, seed)

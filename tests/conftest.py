@@ -5,9 +5,11 @@ count and default dtype, the global RNGs (torch, NumPy, `random`), environment v
 switches. A test that changes one of them and does not put it back fails, naming what it left changed,
 and the state is restored either way so that the next test starts clean.
 
-Order options, to show the suite does not depend on its order:
-    python -m pytest -q tests --shuffle 1       # random order (files and tests), seeded
-    python -m pytest -q tests --reverse-files   # files in reverse order
+Order options, to show the suite does not depend on its order (`-n 0`: in one process, since the parallel
+workers of pytest-xdist each take whole test modules):
+    python -m pytest -q -n 0 tests --shuffle 1       # random order (files and tests), seeded
+    python -m pytest -q -n 0 tests --reverse-files   # files in reverse order
+Under pytest-xdist each worker starts with its share of the CPU cores as torch threads (pytest_configure).
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--reverse-files", action="store_true", help="run the test files in reverse order")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:  # N workers on N cores: one thread each, not N threads each fighting over the cores
+        torch.set_num_threads(max(1, torch.get_num_threads() // workers))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     seed = config.getoption("--shuffle")
     if seed is not None:
@@ -49,6 +57,26 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if seed is not None:
         return f"order: shuffled with seed {seed}"
     return "order: files reversed" if config.getoption("--reverse-files") else None
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> Callable[..., tuple[int, str]]:
+    """An entry point's `main` run in this process as `python -m <module> *args` would run it from `cwd`:
+    returns (exit status, stderr). For bad-input checks, which fail before anything heavy starts: a
+    subprocess would spend seconds importing torch to print one line."""
+
+    def run(main: Callable[[], None], *args: str, cwd: os.PathLike) -> tuple[int, str]:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["python", *args])
+        capsys.readouterr()
+        try:
+            main()
+            status = 0
+        except SystemExit as e:
+            status = e.code if isinstance(e.code, int) else 1
+        return status, capsys.readouterr().err
+
+    return run
 
 
 @pytest.fixture(scope="module")

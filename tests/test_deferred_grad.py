@@ -1,10 +1,13 @@
-"""Deferred weight gradients: the same gradients as applying the weight at every step."""
+"""Deferred weight gradients: the same gradients as applying the weight at every step (and as the plain RSSM)."""
 
 import pytest
 import torch
 
 from worldmodels.deferred_grad import deferred_slots
-from worldmodels.rssm import DEFERRED, RSSM
+from worldmodels.rssm import RSSM
+from worldmodels.rssm_cpu import DEFERRED, CpuRSSM
+
+from tiny import assert_same_gradients, observe_loss
 
 
 def _recurrence(weight: torch.Tensor, xs: torch.Tensor, deferred: bool, block: bool) -> torch.Tensor:
@@ -43,7 +46,7 @@ def test_deferred_weight_grad_matches_per_step_gradients(block):
 
 def _rssm_grads(defer: bool, freeze: str | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     torch.manual_seed(0)
-    rssm = RSSM(embed_dim=6, action_dim=3, deter=16, hidden=8, stoch=3, classes=4, blocks=4, defer_grads=defer)
+    rssm = (CpuRSSM if defer else RSSM)(embed_dim=6, action_dim=3, deter=16, hidden=8, stoch=3, classes=4, blocks=4)
     if freeze:
         rssm.get_parameter(freeze).requires_grad_(False)
     torch.manual_seed(1)
@@ -52,24 +55,22 @@ def _rssm_grads(defer: bool, freeze: str | None = None) -> tuple[dict[str, torch
     is_first[:, 0] = 1
     is_first[1, 4] = 1  # a reset inside the sequence
     post, prior, _ = rssm.observe(embed, torch.randn(3, 7, 3), is_first, rssm.initial(3))
-    weights = torch.randn(post["logits"].shape, generator=torch.Generator().manual_seed(2))
-    loss = (post["deter"] ** 2).mean() + (post["logits"].exp() * weights).sum() + prior.mean() + (3 * post["stoch"]).sum()
-    loss.backward()
+    observe_loss(post, prior).backward()
     return {n: p.grad for n, p in rssm.named_parameters() if p.grad is not None}, embed.grad
 
 
 @pytest.mark.parametrize("freeze", [None, "gru_gates.weight"])
 def test_rssm_observe_gradients_same_with_deferred_weight_grads(freeze):
+    """CpuRSSM, deferring, against the plain RSSM."""
     plain, plain_embed = _rssm_grads(False, freeze)
     deferred, deferred_embed = _rssm_grads(True, freeze)
-    assert set(plain) == set(deferred) and (freeze is None or freeze not in deferred)
-    for name in plain:
-        torch.testing.assert_close(plain[name], deferred[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert freeze is None or freeze not in deferred
+    assert_same_gradients(plain, deferred)
     torch.testing.assert_close(plain_embed, deferred_embed, rtol=1e-5, atol=1e-6)
 
 
 def test_rssm_defers_only_when_weight_gradients_are_wanted():
-    rssm = RSSM(embed_dim=6, action_dim=3, deter=16, hidden=8, stoch=3, classes=4, blocks=4)
+    rssm = CpuRSSM(embed_dim=6, action_dim=3, deter=16, hidden=8, stoch=3, classes=4, blocks=4)
     _, slots = rssm._deferred_slots(5, 2)
     assert set(slots) == set(DEFERRED) and all(len(s) == 5 for s in slots.values())
     shapes = {"in_deter": (2, 8), "in_stoch": (2, 8), "gru_hidden_shared": (2, 16), "gru_hidden": (2, 4, 4),
@@ -82,22 +83,20 @@ def test_rssm_defers_only_when_weight_gradients_are_wanted():
 
 
 def test_compiled_observe_step_gradients_same_with_deferred_weight_grads():
-    """The step torch.compile sees takes the slots as inputs and returns the layer inputs: compiled with
-    and without deferral, the same sampled latents and the same gradients."""
+    """The step torch.compile sees takes the slots as inputs and returns the layer inputs: compiled, the
+    same sampled latents and the same gradients as the plain RSSM's compiled step."""
     results = []
     for defer in (False, True):
         torch._dynamo.reset()
         torch.manual_seed(0)
-        rssm = RSSM(embed_dim=6, action_dim=3, deter=16, hidden=8, stoch=3, classes=4, blocks=4, defer_grads=defer)
-        rssm._observe_step = torch.compile(rssm._observe_step, dynamic=False)
+        rssm = (CpuRSSM if defer else RSSM)(embed_dim=6, action_dim=3, deter=16, hidden=8, stoch=3, classes=4, blocks=4)
+        rssm.compile_steps()
         embed = torch.randn(3, 5, 6)
         is_first = torch.zeros(3, 5)
         is_first[:, 0] = 1
         post, prior, _ = rssm.observe(embed, torch.randn(3, 5, 3), is_first, rssm.initial(3))
-        ((post["deter"] ** 2).mean() + prior.mean() + (3 * post["stoch"]).sum()).backward()
+        observe_loss(post, prior).backward()
         results.append((post["stoch"].detach(), {n: p.grad for n, p in rssm.named_parameters() if p.grad is not None}))
     torch._dynamo.reset()
     torch.testing.assert_close(results[0][0], results[1][0])
-    assert set(results[0][1]) == set(results[1][1])
-    for name, grad in results[0][1].items():
-        torch.testing.assert_close(grad, results[1][1][name], rtol=1e-5, atol=1e-6, msg=name)
+    assert_same_gradients(results[0][1], results[1][1])

@@ -11,6 +11,9 @@ import torch.nn.functional as F
 from worldmodels import matmul, packed_linear
 from worldmodels.packed_linear import available, new_handle
 from worldmodels.rssm import RSSM
+from worldmodels.rssm_cpu import CpuRSSM
+
+from tiny import assert_same_gradients, observe_loss
 
 pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch build cannot pack oneDNN linear weights")
 
@@ -77,23 +80,21 @@ def test_compiled_matches_eager():
 
 
 def test_rssm_observe_with_packed_weights_has_plain_gradients(monkeypatch):
-    """With MIN_MACS at 0 every dense loop layer goes through the packed path; the gradients are those
-    of the plain per-step loop."""
+    """With MIN_MACS at 0 every dense loop layer of CpuRSSM goes through the packed path; the gradients are
+    those of the plain RSSM."""
     monkeypatch.setattr(matmul, "MIN_MACS", 0)
     grads = []
     for defer in (False, True):
         torch.manual_seed(0)
-        rssm = RSSM(embed_dim=6, action_dim=3, deter=16, hidden=8, stoch=3, classes=4, blocks=4, defer_grads=defer)
+        rssm = (CpuRSSM if defer else RSSM)(embed_dim=6, action_dim=3, deter=16, hidden=8, stoch=3, classes=4, blocks=4)
         embed = torch.randn(3, 5, 6)
         is_first = torch.zeros(3, 5)
         is_first[:, 0] = 1
         post, prior, _ = rssm.observe(embed, torch.randn(3, 5, 3), is_first, rssm.initial(3))
-        ((post["deter"] ** 2).mean() + prior.mean() + (post["logits"].exp() * torch.linspace(-1, 1, 12).reshape(3, 4)).sum()).backward()
+        observe_loss(post, prior).backward()
         grads.append({n: p.grad for n, p in rssm.named_parameters() if p.grad is not None})
     assert {(h, t) for h in rssm._handles.values() for t in (False, True)} & set(packed_linear._cache)  # it took the path
-    assert set(grads[0]) == set(grads[1])
-    for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6, msg=name)
+    assert_same_gradients(grads[0], grads[1])
 
 
 def test_flop_counter_counts_forward_and_input_gradient_once():
@@ -123,7 +124,7 @@ def test_updates_through_packed_weights_match_plain_layers(monkeypatch):
     torch.manual_seed(0)
     packed = Agent(OBS, gym.spaces.Box(-1, 1, (2,), np.float32), MODEL, TINY_AGENT)
     plain = copy.deepcopy(packed)
-    plain.wm.dynamics.defer_grads = False  # per-step layers, no packing
+    plain.wm.dynamics.__class__ = RSSM  # CpuRSSM only adds methods (and two attributes) to the plain RSSM
     packed.wm.dynamics._handles = {name: packed_linear.new_handle(packed.wm.dynamics) for name in packed.wm.dynamics._handles}
     batch = make_batch()
     for step in range(3):

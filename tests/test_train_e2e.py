@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from worldmodels.checkpoint import load_checkpoint
+from worldmodels.evaluate import main as evaluate_main
+from worldmodels.train import main as train_main
 
 from tbtools import tb_images
 
@@ -145,11 +147,11 @@ def _with_env(src: Path, dst: Path, task: str) -> Path:
         (["env=dummy", "env.id=continuous"], "is of environment dummy/discrete, not dummy/continuous"),
     ],
 )
-def test_evaluate_bad_input(trained_run: Path, tmp_path: Path, args: list[str], words: str):
-    proc = run_module("worldmodels.evaluate", f"checkpoint={trained_run / 'checkpoints' / 'latest'}", "episodes=1", *args, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and words in lines[0], proc.stderr
+def test_evaluate_bad_input(trained_run: Path, tmp_path: Path, args: list[str], words: str, cli):
+    status, stderr = cli(evaluate_main, f"checkpoint={trained_run / 'checkpoints' / 'latest'}", "episodes=1", *args, cwd=tmp_path)
+    assert status == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], stderr
 
 
 def test_evaluate_fits_the_open_loop_report_to_short_episodes(trained_run: Path, tmp_path: Path):
@@ -172,10 +174,10 @@ def test_evaluate_fits_the_open_loop_report_to_short_episodes(trained_run: Path,
     assert "policy/return_mean" in summary and "horizon" not in summary
 
 
-def test_evaluate_refuses_to_compare_different_environments(trained_run: Path, tmp_path: Path):
+def test_evaluate_refuses_to_compare_different_environments(trained_run: Path, tmp_path: Path, cli):
     other = _with_env(trained_run, tmp_path / "other", "continuous")
-    proc = run_module("worldmodels.evaluate", f"checkpoint=[{trained_run / 'checkpoints' / 'latest'},{other}]", cwd=tmp_path)
-    assert proc.returncode == 2 and "different environments" in proc.stderr
+    status, stderr = cli(evaluate_main, f"checkpoint=[{trained_run / 'checkpoints' / 'latest'},{other}]", cwd=tmp_path)
+    assert status == 2 and "different environments" in stderr
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -198,24 +200,24 @@ def test_rerun_resumes_and_continues(trained_run: Path, tmp_path: Path):
     ("override", "words"),
     [("env.id=continuous", "env.id was 'discrete'"), ("model.units=32", "model.units was 16"), ("model=size1m", "model.")],
 )
-def test_resume_with_incompatible_config_is_refused_and_changes_nothing(trained_run: Path, tmp_path: Path, override: str, words: str):
+def test_resume_with_incompatible_config_is_refused_and_changes_nothing(trained_run: Path, tmp_path: Path, override: str, words: str, cli):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
     before = _snapshot(run_dir)
-    proc = run_module("worldmodels.train", "env=dummy", "model=debug", override, f"run.dir={run_dir}", cwd=tmp_path)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cannot resume" in lines[0] and words in lines[0], proc.stderr
+    status, stderr = cli(train_main, "env=dummy", "model=debug", override, f"run.dir={run_dir}", cwd=tmp_path)
+    assert status == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot resume" in lines[0] and words in lines[0], stderr
     assert _snapshot(run_dir) == before
 
 
-def test_bad_value_against_an_existing_run_changes_nothing(trained_run: Path, tmp_path: Path):
+def test_bad_value_against_an_existing_run_changes_nothing(trained_run: Path, tmp_path: Path, cli):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
     before = _snapshot(run_dir)
     for override in ("run.train_ratio=0", "model.deter=-5", "env.id=NoSuchEnv-v0", "model=size7m"):
-        proc = run_module("worldmodels.train", "env=dummy", "model=debug", override, f"run.dir={run_dir}", cwd=tmp_path)
-        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, (override, proc.stderr)
+        status, stderr = cli(train_main, "env=dummy", "model=debug", override, f"run.dir={run_dir}", cwd=tmp_path)
+        assert status == 2 and len(stderr.strip().splitlines()) == 1, (override, stderr)
     assert _snapshot(run_dir) == before
 
 
@@ -237,22 +239,26 @@ def test_resume_names_a_folder_without_checkpoint(tmp_path: Path):
         ("run.defer_grads=sometimes", "run.defer_grads"),
     ],
 )
-def test_bad_config_gives_one_line_error_and_writes_nothing(tmp_path: Path, override: str, words: str):
+def test_bad_config_gives_one_line_error_and_writes_nothing(tmp_path: Path, override: str, words: str, cli):
     run_dir = tmp_path / "run"
-    proc = run_module("worldmodels.train", "env=dummy", "model=debug", override, f"run.dir={run_dir}", cwd=tmp_path)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], proc.stderr
+    status, stderr = cli(train_main, "env=dummy", "model=debug", override, f"run.dir={run_dir}", cwd=tmp_path)
+    assert status == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], stderr
     assert not run_dir.exists()
 
 
 def test_evaluate_missing_or_corrupt_checkpoint(tmp_path: Path):
+    """Through a real process: the exit status and stderr a shell sees."""
     proc = run_module("worldmodels.evaluate", f"checkpoint={tmp_path / 'missing'}", cwd=tmp_path)
     assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+def test_evaluate_corrupt_checkpoint(tmp_path: Path, cli):
     bad = tmp_path / "latest"
     bad.write_bytes(b"not a checkpoint")
-    proc = run_module("worldmodels.evaluate", f"checkpoint={bad}", cwd=tmp_path)
-    assert proc.returncode == 2 and "corrupt" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    status, stderr = cli(evaluate_main, f"checkpoint={bad}", cwd=tmp_path)
+    assert status == 2 and "corrupt" in stderr and len(stderr.strip().splitlines()) == 1
 
 
 def test_pixel_run_through_the_entry_point_writes_videos(tmp_path: Path):

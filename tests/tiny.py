@@ -24,3 +24,21 @@ def make_batch(B: int = 2, T: int = 5, actions: int = 2) -> dict[str, torch.Tens
     }
     batch["is_first"][:, 0] = True
     return batch
+
+
+def assert_same_gradients(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float = 1e-5) -> None:
+    """The same parameters got the same gradients, each within `rtol` of its largest entry: sums in another
+    order differ by rounding relative to a gradient's scale (a bias before a norm sums large opposite terms)."""
+    assert set(a) == set(b), set(a) ^ set(b)
+    for name, grad in a.items():
+        scale = max(grad.abs().max().item(), 1e-6)
+        torch.testing.assert_close(grad, b[name], rtol=0, atol=rtol * scale, msg=name)
+
+
+def observe_loss(post: dict[str, torch.Tensor], prior: torch.Tensor, seed: int = 5) -> torch.Tensor:
+    """A loss on everything RSSM.observe returns, each part under fixed random weights: every parameter gets a
+    gradient, and none is a small difference of large terms (a constant weight on the straight-through samples
+    cancels in the softmax), so rounding stays small against each gradient."""
+    g = torch.Generator().manual_seed(seed)
+    parts = (post["deter"], post["logits"].exp(), post["stoch"], prior)
+    return sum((x * torch.randn(x.shape, generator=g)).sum() for x in parts)

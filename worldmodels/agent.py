@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldmodels import distributed
 from worldmodels.heads import Actor, TwoHotHead
 from worldmodels.nets import NormAct, compiled_rms_silu
 from worldmodels.onehot_feat import OneHotFeat
@@ -80,7 +81,7 @@ class Agent(nn.Module):
         bins = twohot_bins(int(agent["bins"]))
         widths = {k: model[k] for k in ("deter", "hidden", "stoch", "classes", "blocks", "units", "depth", "enc_layers", "dec_layers", "head_layers")}
         self.wm = WorldModel(self.obs_keys, self.action_dim, bins=bins, unimix=agent["unimix"], free_bits=agent["free_bits"],
-                             dynamics=dynamics, **widths)
+                             dynamics=dynamics, cpu=torch.device(device).type == "cpu", **widths)
         feat = self.wm.dynamics.feat_dim
         self.actor = Actor(feat, self.action_dim, self.discrete, model["units"], model["actor_layers"])
         self.critic = TwoHotHead(feat, model["units"], model["critic_layers"], bins)
@@ -92,6 +93,9 @@ class Agent(nn.Module):
         self.opt = LaProp(trainable, **agent["opt"])
         self.gamma = 1.0 - 1.0 / agent["horizon"]
         self.posterior: dict[str, torch.Tensor] = {}  # latents of the last update (posterior_entries)
+        # Set by the trainer under torchrun (worldmodels/distributed.py): every update averages its gradients over
+        # the ranks and takes the return percentiles over every rank's returns, so all ranks stay identical.
+        self.data_parallel = False
 
     def compile_steps(self) -> None:
         """torch.compile the per-step functions of the recurrent loops (observe and imagine).
@@ -244,7 +248,7 @@ class Agent(nn.Module):
             last_probs = torch.softmax(self.critic(feats[-1:]), -1)
             val = torch.cat([twohot_expect(critic_logp.detach().exp(), bins), twohot_expect(last_probs, bins)])
             ret = lambda_return(rew.T, val.T, disc.T, torch.full_like(val.T, self.cfg["lam"])).T  # (H, N)
-            self.retnorm.update(ret)
+            self.retnorm.update(distributed.gather_cat(ret) if self.data_parallel else ret)  # the global batch's percentiles
             adv = (ret - val[:-1]) / self.retnorm.scale()
             slow_val = self.slow_critic.mean(feats[:-1])  # the last state is only bootstrapped from
 
@@ -296,9 +300,15 @@ class Agent(nn.Module):
             total, metrics = self.loss(batch, start)
         self.opt.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(total))
+        if self.data_parallel:  # every rank takes the same branch: the update is skipped where any rank's loss is not finite
+            finite = distributed.all_true(finite, self.device)
         if finite:
             total.backward()
             grads = [p.grad for p in self.parameters() if p.grad is not None]
+            if self.data_parallel:
+                # After backward every gradient is final (the deferred ones of the observe loop included) and the
+                # optimiser has not clipped yet: the average is what one process would get from the global batch.
+                distributed.average_(grads)
             finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()))
         if finite:
             self.opt.step()

@@ -59,6 +59,10 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
         raise UserError(f"config value env.id={_get(cfg, 'env.id')!r} is invalid: expected a task name")
     _int(cfg, "env.action_repeat", 1)
     _int(cfg, "env.time_limit", 0)
+    if "num_envs" in cfg.env:  # configs saved before it existed have one env
+        _int(cfg, "env.num_envs", 1)
+    if "vector" in cfg.env:
+        _choice(cfg, "env.vector", ("auto", "sync", "async"))
     for key in ("deter", "hidden", "stoch", "classes", "blocks", "depth", "units"):
         _int(cfg, f"model.{key}", 1)
     _validate_dynamics(cfg)
@@ -111,10 +115,11 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
         _int(cfg, "batch.length", 2)
         _int(cfg, "replay.capacity", 1)
         window = cfg.batch.length + cfg.replay.context
-        if cfg.replay.capacity < window:
-            raise UserError(
-                f"config value replay.capacity={cfg.replay.capacity} is invalid: must be >= batch.length + replay.context = {window}"
-            )
+        copies = cfg.env.get("num_envs", 1)  # each env has its own replay stream of capacity / num_envs steps
+        if cfg.replay.capacity < window * copies:
+            bound = (f"{copies} x (batch.length + replay.context) = {window * copies}" if copies > 1
+                     else f"batch.length + replay.context = {window}")
+            raise UserError(f"config value replay.capacity={cfg.replay.capacity} is invalid: must be >= {bound}")
     else:
         _int(cfg, "episodes", 1)
 
@@ -148,7 +153,11 @@ def _plain(value: Any) -> Any:
 
 # Environment options added after runs were saved, with the value that gives those runs' behaviour: a run saved
 # without one resumes when it has that value now (the gym suite taking any Gymnasium space, envs/spaces.py).
-ADDED_ENV_OPTIONS = {"entry_point": None, "kwargs": None, "keys": ".*", "exclude": "", "joint_actions": 64, "size": 64}
+ADDED_ENV_OPTIONS = {"entry_point": None, "kwargs": None, "keys": ".*", "exclude": "", "joint_actions": 64, "size": 64,
+                     "num_envs": 1, "vector": "auto"}
+# Environment options that may change on resume: where the env copies run (env.num_envs may not: each env has its
+# own replay stream).
+FREE_ENV_OPTIONS = ("vector",)
 
 
 def resume_conflict(saved: DictConfig, new: DictConfig) -> str | None:
@@ -157,6 +166,7 @@ def resume_conflict(saved: DictConfig, new: DictConfig) -> str | None:
         before, after = _plain(OmegaConf.select(saved, key)), _plain(OmegaConf.select(new, key))
         if key == "env" and isinstance(before, dict) and isinstance(after, dict):
             before = {**{k: v for k, v in ADDED_ENV_OPTIONS.items() if k in after}, **before}
+            before, after = ({k: v for k, v in d.items() if k not in FREE_ENV_OPTIONS} for d in (before, after))
         if key == "dynamics":  # runs before 0.3 had no choice: they are RSSM runs
             before, after = before or {"name": "rssm"}, after or {"name": "rssm"}
             if before.get("name") != after.get("name"):

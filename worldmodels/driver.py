@@ -1,4 +1,5 @@
-"""Steps an environment with the agent's policy and turns Gymnasium transitions into flat step dicts."""
+"""Steps environments with the agent's policy and turns Gymnasium transitions into flat step dicts: `Driver` one env,
+`VectorDriver` many at once (a gymnasium.vector.VectorEnv, envs.vector) with one batched policy call per step."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ import gymnasium as gym
 import numpy as np
 
 from envs.sim_state import get_sim_state
+from envs.vector import EnvFailure, is_torch, to_numpy
+
+__all__ = ["Driver", "EnvFailure", "VectorDriver"]
 
 Step = dict[str, Any]
-
-
-class EnvFailure(RuntimeError):
-    """The environment kept failing: more consecutive errors in reset/step than allowed."""
 
 
 class Driver:
@@ -55,6 +55,12 @@ class Driver:
         self.capture_sim_state = False  # record the simulator state with each step (see record)
         self.failures = 0  # all environment failures so far
         self.consecutive = 0  # failures since the last successful step
+
+    def close(self) -> None:
+        try:
+            self.env.close()
+        except Exception:  # noqa: BLE001, S110 - a broken env may also fail to close
+            pass
 
     def _fail(self, error: Exception, mid_episode: bool) -> None:
         """Count the failure, end the broken episode where it stands, and rebuild the environment."""
@@ -144,3 +150,204 @@ class Driver:
             {key: np.stack([s[key] for s in steps[a:b]]) for key in steps[a]} for a, b in itertools.pairwise(starts) if b > a
         ]
         return episodes, stats
+
+
+class VectorDriver:
+    """Many environments at once (a gymnasium.vector.VectorEnv, see envs.vector): one batched policy call per step.
+
+    Each step stores one step dict per env, with the conventions of Driver (the observation, the action the policy took
+    there, the reward received on arriving there, `is_first`, `is_last`, `is_terminal`; an episode's final observation
+    is recorded too): `on_step` gets them together, as [(env index, step), ...]. Every env's row of the latent state
+    (`carry`) is reset by its own `is_first`. Observations go to the policy as the env returns them (torch tensors on
+    their device stay there; actions then go back as torch tensors on that device); what `on_step` gets is NumPy.
+
+    Autoreset (the env's metadata["autoreset_mode"]): NEXT_STEP, Gymnasium's default, records exactly as Driver does;
+    SAME_STEP (or any env whose info has `final_obs`) and DISABLED (ended envs are reset here with `reset_mask`) store the
+    final observation right after the step that ended the episode, with a zero action and the latent state before it
+    (neither is ever used: the next step starts an episode).
+
+    Failures: copies built by envs.vector.make_vector handle their own (envs.vector.Resilient) and report them in their
+    info: the env's newest stored step then ends its episode (`on_failure(index)`) and it goes on in a fresh episode,
+    while the others go on as they were. An exception from the vector env itself (a batched simulator, a worker process
+    that died) ends every env's episode and rebuilds the whole env with `recreate()`; more than `max_failures` of those
+    in a row raise EnvFailure, as do copies that fail more than that in a row.
+    """
+
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv,
+        agent: Any,
+        mode: str = "sample",
+        action_repeat: int = 1,
+        recreate: Callable[[], gym.vector.VectorEnv] | None = None,
+        max_failures: int = 10,
+        on_failure: Callable[[int], None] | None = None,
+    ):
+        self.env, self.agent, self.mode, self.repeat = env, agent, mode, action_repeat
+        self.recreate, self.max_failures, self.on_failure = recreate, max_failures, on_failure
+        self.num_envs = int(env.num_envs)
+        self.autoreset = gym.vector.AutoresetMode(env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP))
+        self.carry = None
+        self.pending: Step | None = None  # the batch to act on next: observation leaves (N, ...), reward and flags (N,)
+        self.returns = np.zeros(self.num_envs)
+        self.lengths = np.zeros(self.num_envs, np.int64)
+        self.device = None  # the torch device of the env's observations, where its actions go back; None: NumPy
+        self.failures = 0  # all environment failures so far (of copies and of the whole env)
+        self.consecutive = 0  # failures of the whole env since its last successful step
+
+    def close(self) -> None:
+        try:
+            self.env.close()
+        except Exception:  # noqa: BLE001, S110 - a broken vector env (a dead worker) may also fail to close
+            pass
+
+    def _fail(self, error: Exception) -> None:
+        """The whole env failed: end every env's episode where it stands, and rebuild it."""
+        self.failures += 1
+        self.consecutive += 1
+        warnings.warn(f"environment failed ({type(error).__name__}: {error}); recreating all {self.num_envs}", stacklevel=3)
+        if self.pending is not None and self.on_failure is not None:
+            for i in np.flatnonzero(~self.pending["is_last"]):
+                self.on_failure(int(i))
+        self.pending, self.carry = None, None
+        if self.consecutive > self.max_failures:
+            raise EnvFailure(f"the environment failed {self.consecutive} times in a row; last error: {type(error).__name__}: {error}")
+        self.close()
+        try:
+            self.env = self.recreate()
+        except Exception as e:  # noqa: BLE001 - counted like any other failure
+            self._fail(e)
+
+    def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except EnvFailure:
+            raise
+        except Exception as e:
+            if self.recreate is None:
+                raise
+            self._fail(e)
+            return None
+
+    def _copy_failures(self, info: dict[str, Any]) -> np.ndarray:
+        """Count and report the failures copies handled themselves; returns which envs were rebuilt mid-episode."""
+        restarted = np.zeros(self.num_envs, bool)
+        if "env_errors" not in info:
+            return restarted
+        where = info.get("_env_errors", np.ones(self.num_envs, bool))
+        for i in np.flatnonzero(where):
+            self.failures += int(info["env_errors"][i])
+            env = f" (env {i} of {self.num_envs})" if self.num_envs > 1 else ""
+            warnings.warn(f"environment failed ({info['env_error'][i]}){env}; recreating it", stacklevel=4)
+        if "env_restarted" in info:
+            restarted = np.asarray(info.get("_env_restarted", info["env_restarted"]), bool).copy()
+            for i in np.flatnonzero(restarted):
+                if self.on_failure is not None:
+                    self.on_failure(int(i))
+        return restarted
+
+    def _batch(self, obs: dict[str, Any], reward: np.ndarray, first: np.ndarray, last: np.ndarray, terminal: np.ndarray) -> Step:
+        if self.device is None:
+            leaf = next(iter(obs.values()))
+            self.device = leaf.device if is_torch(leaf) else None
+        return {**obs, "reward": reward.astype(np.float32), "is_first": first, "is_last": last, "is_terminal": terminal}
+
+    def _env_action(self, action: Any) -> Any:
+        if self.device is None:
+            return self.agent.env_action(action)
+        return (action.argmax(-1) if getattr(self.agent, "discrete", False) else action.clamp(-1, 1)).to(self.device)
+
+    def _done(self, index: np.ndarray) -> list[dict[str, float]]:
+        return [{"return": float(self.returns[i]), "length": int(self.lengths[i]), "env": int(i)} for i in index]
+
+    def step(self, on_step: Callable[[list[tuple[int, Step]]], None] | None = None) -> tuple[int, list[dict[str, float]]]:
+        """Act once in every env. Returns (env steps taken, summed over envs; stats of the episodes that ended, with
+        their env index under `env`)."""
+        n = self.num_envs
+        if self.pending is None:
+            result = self._call(self.env.reset)
+            if result is None:
+                return 0, []
+            obs, info = result
+            self._copy_failures(info)
+            self.pending = self._batch(obs, np.zeros(n), np.ones(n, bool), np.zeros(n, bool), np.zeros(n, bool))
+            self.returns[:], self.lengths[:] = 0.0, 0
+        batch = self.pending
+        action, self.carry = self.agent.policy(batch, self.carry, self.mode)
+        actions = action.cpu().numpy().astype(np.float32)
+        if on_step is not None:
+            arrays = {k: to_numpy(v) for k, v in batch.items()}
+            on_step([(i, {**{k: v[i] for k, v in arrays.items()}, "action": actions[i]}) for i in range(n)])
+        last = batch["is_last"]
+        done = self._done(np.flatnonzero(last))  # NEXT_STEP: acting on a final observation ends the episode
+        result = self._call(self.env.step, self._env_action(action))
+        if result is None:
+            return 0, done
+        self.consecutive = 0
+        obs, reward, terminated, truncated, info = result
+        reward = to_numpy(reward).astype(np.float64)
+        terminated, truncated = to_numpy(terminated).astype(bool), to_numpy(truncated).astype(bool)
+        restarted = self._copy_failures(info)
+        moved = ~last & ~restarted  # envs that really stepped (NEXT_STEP resets an env that acted on its final observation)
+        self.returns[moved] += reward[moved]
+        self.lengths[moved] += 1
+        ended, terminal = (terminated | truncated) & moved, terminated & moved
+        final = info.get("final_obs")
+        if self.autoreset == gym.vector.AutoresetMode.NEXT_STEP and final is None:
+            first = ~moved
+            self.pending = self._batch(obs, np.where(moved, reward, 0.0), first, ended, terminal)
+        else:  # SAME_STEP / DISABLED: store the final observations now; the envs are in their next episode already
+            if ended.any():
+                if self.autoreset == gym.vector.AutoresetMode.DISABLED:
+                    final = obs
+                    result = self._call(self.env.reset, options={"reset_mask": ended})
+                    if result is None:
+                        return self.repeat * int(moved.sum()), done
+                    obs = _select(ended, result[0], obs)
+                    self._copy_failures(result[1])
+                if on_step is not None:
+                    on_step([(int(i), _final_step(final, i, reward[i], bool(terminal[i]), actions.shape[1:])) for i in np.flatnonzero(ended)])
+                done += self._done(np.flatnonzero(ended))
+            first = ~moved | ended
+            self.pending = self._batch(obs, np.where(first, 0.0, reward), first, np.zeros(n, bool), np.zeros(n, bool))
+        self.returns[first], self.lengths[first] = 0.0, 0
+        return self.repeat * int(moved.sum()), done
+
+    def episodes(self, count: int) -> list[dict[str, float]]:
+        """`count` whole episodes from fresh resets (for evaluation): the first episodes of every env, env by env, so
+        short episodes are not favoured; returns their stats."""
+        self.pending, self.carry = None, None
+        n = self.num_envs
+        need = [count // n + (i < count % n) for i in range(n)]
+        got: list[list[dict[str, float]]] = [[] for _ in range(n)]
+        while any(len(g) < k for g, k in zip(got, need)):
+            _, done = self.step()
+            for stats in done:
+                if len(got[stats["env"]]) < need[stats["env"]]:
+                    got[stats["env"]].append(stats)
+        return [stats for per_env in got for stats in per_env]
+
+
+def _select(mask: np.ndarray, where_true: dict[str, Any], where_false: dict[str, Any]) -> dict[str, Any]:
+    """Per env, the observation of `where_true` where mask is set, else of `where_false` (NumPy or torch leaves)."""
+    out = {}
+    for key, a in where_true.items():
+        b = where_false[key]
+        if is_torch(a):
+            import torch
+
+            m = torch.as_tensor(mask, device=a.device).reshape(-1, *([1] * (a.dim() - 1)))
+            out[key] = torch.where(m, a, b)
+        else:
+            out[key] = np.where(mask.reshape(-1, *([1] * (np.ndim(a) - 1))), a, b)
+    return out
+
+
+def _final_step(final: Any, i: int, reward: float, terminal: bool, action_shape: tuple[int, ...]) -> Step:
+    """The stored step of env i's final observation (SAME_STEP/DISABLED): from a per-env array of observations, or a
+    batch of them."""
+    row = final[i] if isinstance(final, np.ndarray) and final.dtype == object else {k: v[i] for k, v in final.items()}
+    step = {k: to_numpy(v) for k, v in row.items()}
+    step.update(reward=np.float32(reward), is_first=np.bool_(False), is_last=np.bool_(True), is_terminal=np.bool_(terminal))
+    step["action"] = np.zeros(action_shape, np.float32)
+    return step

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
@@ -51,6 +52,10 @@ def policy_episodes(cfg: DictConfig, agent: Any, episodes: int, seed: int, mode:
     """Recorded episodes of the policy and its return statistics."""
     seed_everything(seed)
     env = make_env(cfg.env, seed + 20_000)
+    if not isinstance(env, gym.Env):
+        env.close()
+        raise UserError(f"evaluate records single envs: {cfg.env.id} is already batched (a gymnasium.vector.VectorEnv); "
+                        "its evaluation returns are in the run's metrics (eval/return)")
     recorded, stats = Driver(env, agent, mode, cfg.env.action_repeat).record(episodes, sim_state=True)
     env.close()
     returns = np.array([s["return"] for s in stats], dtype=np.float64)

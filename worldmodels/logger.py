@@ -44,6 +44,21 @@ class Logger:
         self.tb.close()
 
 
+class NullLogger:
+    """The logger of ranks other than 0 under torchrun: rank 0 alone writes metrics, events and the progress bar."""
+
+    tb = None
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def progress(self, step: int, **postfix: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop lines past `step` (written after the checkpoint a run resumes from) and any torn last line.
 

@@ -1,8 +1,10 @@
-"""Replay of one stream of environment steps, sampled as fixed-length sequences."""
+"""Replay of environment steps, sampled as fixed-length sequences: one stream (`Replay`), or one stream per env
+(`ReplayStreams`) when many environments are stepped at once."""
 
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,6 +136,10 @@ class Replay:
         self.queue = deque(int(end - age) for age in state["queue_age"] if end - age >= oldest)
         self.since_queued = int(state["since_queued"])
 
+    def ready(self, length: int) -> bool:
+        """Whether a window of `length` steps can be sampled."""
+        return self.size >= length
+
     def update(self, index: np.ndarray, values: dict[str, np.ndarray]) -> None:
         """Rewrite stored values at ring positions `index` (as returned by `sample_index`)."""
         for key, value in values.items():
@@ -179,3 +185,104 @@ class Replay:
         starts = np.concatenate([np.asarray(queued, np.int64), oldest + self.rng.integers(0, self.size - length + 1, size=batch - len(queued))])
         index = (starts[:, None] + np.arange(length)[None]) % self.capacity
         return {key: values[index] for key, values in self.data.items()}, index
+
+
+class ReplayStreams:
+    """One Replay per environment (its stream), sampled as one replay: a window is a piece of one env's experience and
+    never runs from one env's steps into another's.
+
+    Windows are drawn uniformly among every stream's windows (so a stream is drawn in proportion to the windows it
+    holds); with `online`, the streams' queued windows come first, taken from the streams in turn. `sample_index`
+    returns global positions, stream * stride + ring position, which `update` sends back to the right stream (the
+    latent states of replay context). `add`, `mark_last` name the stream; the rest is Replay's interface.
+    """
+
+    def __init__(self, streams: list[Replay], seed: int = 0):
+        if not streams:
+            raise ValueError("ReplayStreams needs at least one stream")
+        self.streams = list(streams)
+        self.rng = np.random.default_rng(seed)
+        self.stride = max(stream.capacity for stream in self.streams)
+
+    def __len__(self) -> int:
+        return sum(len(stream) for stream in self.streams)
+
+    @property
+    def added(self) -> int:
+        return sum(stream.added for stream in self.streams)
+
+    def ready(self, length: int) -> bool:
+        return any(stream.ready(length) for stream in self.streams)
+
+    def add(self, step: dict[str, Any], stream: int) -> None:
+        self.streams[stream].add(step)
+
+    def mark_last(self, stream: int) -> None:
+        self.streams[stream].mark_last()
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+    def save_state(self, keys: tuple[str, ...] = ()) -> None:
+        for stream in self.streams:
+            stream.save_state(keys)
+
+    def load(self) -> int:
+        return sum(stream.load() for stream in self.streams)
+
+    def update(self, index: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        """Rewrite stored values at the global positions `index` (as returned by `sample_index`)."""
+        which, position = np.divmod(index, self.stride)
+        for s in np.unique(which):
+            rows = which == s
+            self.streams[s].update(position[rows], {key: value[rows] for key, value in values.items()})
+
+    def sample(self, batch: int, length: int, online: bool = False) -> dict[str, np.ndarray]:
+        data, _ = self.sample_index(batch, length, online)
+        return data
+
+    def sample_index(self, batch: int, length: int, online: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """`batch` windows of `length` consecutive steps of one stream each: arrays (B, T, ...), and their global
+        positions (B, T)."""
+        rows: list[tuple[int, int]] = []  # (stream, start in that stream's `added` numbering)
+        while online and len(rows) < batch and any(stream.queue for stream in self.streams):
+            for s, stream in enumerate(self.streams):
+                if len(rows) < batch and stream.queue:
+                    start = stream.queue.popleft()
+                    if stream.added - stream.size <= start and start + length <= stream.added:  # still stored, long enough
+                        rows.append((s, start))
+        sizes = np.asarray([stream.size for stream in self.streams], np.int64)
+        windows = np.maximum(sizes - length + 1, 0)
+        draws = batch - len(rows)
+        if draws and not windows.sum():
+            raise ValueError(f"cannot sample sequences of {length} steps from replay streams holding at most {sizes.max()}")
+        ends = np.cumsum(windows)
+        drawn = self.rng.integers(0, max(int(ends[-1]), 1), size=draws)
+        which = np.searchsorted(ends, drawn, side="right")
+        oldest = np.asarray([stream.added - stream.size for stream in self.streams], np.int64)
+        starts = oldest[which] + drawn - (ends - windows)[which]
+        which = np.concatenate([np.asarray([s for s, _ in rows], np.int64), which])
+        starts = np.concatenate([np.asarray([start for _, start in rows], np.int64), starts])
+        capacity = np.asarray([stream.capacity for stream in self.streams], np.int64)
+        ring = (starts[:, None] + np.arange(length)[None]) % capacity[which][:, None]
+        template = next(stream.data for stream in self.streams if stream.data)
+        data = {key: np.empty((batch, length, *values.shape[1:]), values.dtype) for key, values in template.items()}
+        for s in np.unique(which):
+            picked = which == s
+            for key, values in self.streams[s].data.items():
+                data[key][picked] = values[ring[picked]]
+        return data, which[:, None] * self.stride + ring
+
+
+def make_replay(capacity: int, seed: int, directory: Path | None, chunk: int, online: int, streams: int = 1) -> Replay | ReplayStreams:
+    """The replay of a run: one Replay (persisted in `directory`, None: in memory only), or with `streams` > 1 one stream
+    per env, each holding capacity // streams steps (persisted in `directory`/env<i>)."""
+    if streams == 1:
+        return Replay(capacity, seed=seed, store=ChunkStore(directory) if directory else None, chunk=chunk, online=online)
+    each = capacity // streams
+    return ReplayStreams(
+        [Replay(each, seed=seed + i, store=ChunkStore(directory / f"env{i}") if directory else None, chunk=chunk, online=online)
+         for i in range(streams)],
+        seed=seed,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import sys
 from collections.abc import Callable, Iterator
@@ -15,9 +16,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import envs
+from envs.load import FACTORIES
 from worldmodels.agent import Agent
 from worldmodels.errors import UserError, exit_with
 from worldmodels.matmul import onednn_enabled, set_onednn
+from worldmodels.replay import Replay, ReplayStreams
+from worldmodels.replay import make_replay as build_replay
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -96,21 +100,68 @@ def process_settings(threads: int, onednn: bool) -> Iterator[None]:
         set_onednn(saved[1])
 
 
-def make_env(env_cfg: DictConfig, seed: int) -> gym.Env:
-    """Build the configured environment; bad names or unsupported spaces become one-line UserErrors."""
-    # `task` is an alias some suites use for `id` (env=dmc env.task=walker-walk).
-    options: dict[str, Any] = {k: v for k, v in OmegaConf.to_container(env_cfg, resolve=True).items() if k not in ("suite", "id", "task")}
+# Options of how many envs run and where (make_vector_env), not of one env.
+VECTOR_OPTIONS = ("num_envs", "vector")
+
+
+def make_env(env_cfg: DictConfig, seed: int) -> gym.Env | gym.vector.VectorEnv:
+    """Build one configured environment (or, where the env is already batched, that VectorEnv, see envs.vector); bad names
+    or unsupported spaces become one-line UserErrors."""
     try:
-        return envs.make(env_cfg.suite, env_cfg.id, seed=seed, **options)
+        return envs.make(env_cfg.suite, env_cfg.id, seed=seed, **env_options(env_cfg))
     except (ValueError, TypeError) as e:
         raise UserError(f"env: {e}") from None
+
+
+def env_options(env_cfg: DictConfig) -> dict[str, Any]:
+    """What the suite's factory takes from the env config: everything but the names and the vector options."""
+    # `task` is an alias some suites use for `id` (env=dmc env.task=walker-walk).
+    skip = ("suite", "id", "task", *VECTOR_OPTIONS)
+    return {k: v for k, v in OmegaConf.to_container(env_cfg, resolve=True).items() if k not in skip}
+
+
+def make_vector_env(
+    env_cfg: DictConfig, seed: int, max_failures: int = 10, make: Callable[[DictConfig, int], Any] = make_env
+) -> gym.vector.VectorEnv:
+    """The training envs: `env.num_envs` copies of the configured env (`env.vector`: sync, async or auto, see
+    envs.vector.make_vector), copy i seeded with seed + i * 100000; or, where the env is already batched, that env as
+    it is. `make(env_cfg, seed)` builds one (make_env: then the copies are built by envs.vector.build_env, which
+    takes the factories worldmodels.fit registered along to worker processes)."""
+    from envs.vector import build_env, make_vector
+
+    first = make(env_cfg, seed)
+    count, mode = int(env_cfg.get("num_envs", 1)), str(env_cfg.get("vector", "auto"))
+    if isinstance(first, gym.vector.VectorEnv):
+        if count not in (1, first.num_envs):
+            first.close()
+            raise UserError(f"env: env.num_envs={count}, but {env_cfg.id} is already batched with {first.num_envs} envs: "
+                            "leave env.num_envs at 1 (or set it to the env's own number)")
+        return first
+    if make is make_env:  # factories `fit` registered in this process go along to the workers
+        build = functools.partial(build_env, env_cfg.suite, env_cfg.id, env_options(env_cfg), dict(FACTORIES))
+    else:
+        build = functools.partial(make, env_cfg)
+    try:
+        return make_vector(build, count, mode, seed, max_failures, first=first)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"env: {e}") from None
+
+
+def make_replay(cfg: DictConfig, directory: Path, streams: int, window: int) -> Replay | ReplayStreams:
+    """The run's replay (worldmodels.replay.make_replay): one stream per env; every stream must hold a whole window."""
+    if cfg.replay.capacity // streams < window:
+        raise UserError(f"config value replay.capacity={cfg.replay.capacity} is invalid: {streams} envs each keep "
+                        f"{cfg.replay.capacity // streams} steps, fewer than batch.length + replay.context = {window}")
+    online = window if cfg.replay.online else 0
+    store = directory if cfg.replay.persist else None
+    return build_replay(cfg.replay.capacity, cfg.seed, store, cfg.replay.chunk, online, streams)
 
 
 def make_agent(cfg: DictConfig, env: gym.Env) -> Agent:
     try:
         return Agent(
-            env.observation_space,
-            env.action_space,
+            getattr(env, "single_observation_space", env.observation_space),  # one env's spaces, also of a VectorEnv
+            getattr(env, "single_action_space", env.action_space),
             OmegaConf.to_container(cfg.model, resolve=True),
             OmegaConf.to_container(cfg.agent, resolve=True),
             device=cfg.device,

@@ -16,23 +16,34 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from worldmodels import distributed
 from worldmodels.agent import LATENT_KEYS
 from worldmodels.checkpoint import load_agent_state, load_checkpoint, save_checkpoint
 from worldmodels.config import resume_conflict, validate
-from worldmodels.driver import Driver, EnvFailure
+from worldmodels.driver import Driver, EnvFailure, VectorDriver
 from worldmodels.errors import UserError, exit_with
 from worldmodels.imagination import WorldModelPredictor
-from worldmodels.logger import Logger, truncate_metrics
+from worldmodels.logger import Logger, NullLogger, truncate_metrics
 from worldmodels.memory import keep_freed_memory
-from worldmodels.replay import Replay
-from worldmodels.replay_store import ChunkStore
+from worldmodels.replay import Replay, ReplayStreams
 from worldmodels.report import replay_openloop
-from worldmodels.setup import CONFIG_DIR, entry_point, make_agent, make_env, process_settings, seed_everything, to_torch
+from worldmodels.setup import (
+    CONFIG_DIR,
+    entry_point,
+    make_agent,
+    make_env,
+    make_replay,
+    make_vector_env,
+    process_settings,
+    seed_everything,
+    to_torch,
+)
 from worldmodels.video import add_gif, save_gif
 
 clock = time.monotonic  # wall-clock of the checkpoint interval (a test runs it faster)
@@ -68,6 +79,16 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, dict[str, Any] | None]:
     return run_dir, payload
 
 
+def replay_dir(run_dir: Path, rank: int = 0) -> Path:
+    """Where a rank keeps its replay: rank 0 (and a single process) in <run>/replay, rank r in <run>/replay/rank<r>."""
+    return run_dir / "replay" / f"rank{rank}" if rank else run_dir / "replay"
+
+
+def rank_checkpoints(run_dir: Path, rank: int) -> Path:
+    """Where rank r > 0 keeps its own counters and RNG states (latest, previous), next to rank 0's checkpoint."""
+    return run_dir / "checkpoints" / f"rank{rank}"
+
+
 def _numpy_state() -> dict[str, Any]:
     """NumPy's global RNG state with plain lists instead of arrays, so checkpoints stay weights-only."""
     state = np.random.get_state(legacy=False)
@@ -96,31 +117,34 @@ def set_rng_state(state: dict[str, Any], replay: Replay) -> None:
 class Trainer:
     """Collect with the current policy, train at the configured ratio, evaluate, log and checkpoint."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path):
+    def __init__(self, cfg: DictConfig, run_dir: Path, world: distributed.World | None = None):
         self.cfg, self.run_dir = cfg, run_dir
-        self.env = make_env(cfg.env, cfg.seed)
+        self.world = world or distributed.World()  # this process's rank among torchrun's processes (alone: rank 0 of 1)
+        # env.num_envs copies (or an env that is already batched, as it is): one policy call and N stored steps per step
+        self.env = make_vector_env(cfg.env, cfg.seed, cfg.run.max_env_failures, make_env)
         self.eval_env = make_env(cfg.env, cfg.seed + 10_000)
         self.agent = make_agent(cfg, self.env)
         self.agent.wm.dynamics.defer_grads = cfg.run.defer_grads
         self.agent.precision = cfg.run.precision  # compute precision of updates and acting (Agent.autocast)
+        self.agent.data_parallel = self.world.size > 1  # gradients averaged over the ranks (worldmodels/distributed.py)
         if cfg.run.compile:
             self.agent.compile_steps()
-        store = ChunkStore(run_dir / "replay") if cfg.replay.persist else None
         self.context = cfg.replay.context
         self.window = cfg.batch.length + self.context  # replayed windows: the context steps, then the trained ones
-        online = self.window if cfg.replay.online else 0
-        self.replay = Replay(cfg.replay.capacity, seed=cfg.seed, store=store, chunk=cfg.replay.chunk, online=online)
+        # One replay stream per env (replay/env<i> when there are several): windows never mix two envs' steps.
+        self.replay = make_replay(cfg, replay_dir(run_dir, self.world.rank), self.env.num_envs, self.window)
+        self.streams = self.replay.streams if isinstance(self.replay, ReplayStreams) else [self.replay]
         repeat = cfg.env.action_repeat
-        self.driver = Driver(
+        self.driver = VectorDriver(
             self.env,
             self.agent,
             "sample",
             repeat,
-            recreate=lambda: make_env(cfg.env, cfg.seed + 1000 + self.driver.failures),
+            recreate=lambda: make_vector_env(cfg.env, cfg.seed + 1000 + self.driver.failures, cfg.run.max_env_failures, make_env),
             max_failures=cfg.run.max_env_failures,
-            on_failure=self.replay.mark_last,
+            on_failure=lambda index: self.streams[index].mark_last(),
         )
-        self.eval_driver = Driver(
+        self.eval_driver = (VectorDriver if isinstance(self.eval_env, gym.vector.VectorEnv) else Driver)(
             self.eval_env,
             self.agent,
             cfg.run.eval_mode,
@@ -135,12 +159,15 @@ class Trainer:
         self.nonfinite = 0  # consecutive skipped updates
         self.wall = 0.0  # seconds of training before this process (summed over resumes)
         self.started = time.time()
+        self.saves = 0  # checkpoints written under torchrun: pairs each rank's own state with rank 0's checkpoint
+        self.agreed = {"step": 0, "stored": 0, "ready": False}  # under torchrun: what every rank acts on (lockstep)
+        self.stop = threading.Event()  # under torchrun: a signal asked this rank to stop (distributed.stop_on_signals)
 
     def wall_seconds(self) -> float:
         return self.wall + time.time() - self.started
 
     def state(self) -> dict[str, Any]:
-        return {
+        state = {
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "step": self.step,
             "stored": self.stored,
@@ -152,6 +179,29 @@ class Trainer:
             "wall_s": self.wall_seconds(),
             "rng": rng_state(self.replay),
         }
+        if self.world.size > 1:  # a resume needs as many processes, and each rank's own state of the same save
+            state.update(world_size=self.world.size, saves=self.saves)
+        return state
+
+    def rank_state(self) -> dict[str, Any]:
+        """What rank r > 0 keeps beside rank 0's checkpoint: its own counters and RNG states (its replay is in its shard)."""
+        return {"rank": self.world.rank, "saves": self.saves, "step": self.step, "stored": self.stored,
+                "env_failures": self.driver.failures, "rng": rng_state(self.replay)}
+
+    def restore_rank(self) -> None:
+        """Rank r > 0: its own counters and RNG states, from the file it wrote with the checkpoint being resumed."""
+        folder = rank_checkpoints(self.run_dir, self.world.rank)
+        for name in ("latest", "previous"):  # `previous` where rank 0 died before its checkpoint of `latest` landed
+            try:
+                state = load_checkpoint(folder / name)
+            except UserError:
+                continue
+            if state.get("saves") == self.saves:
+                break
+        else:
+            raise UserError(f"cannot resume {self.run_dir}: rank {self.world.rank} has no state saved with its checkpoint ({folder})")
+        self.step, self.stored, self.driver.failures = state["step"], state["stored"], state["env_failures"]
+        set_rng_state(state["rng"], self.replay)
 
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue from a checkpoint: counters, networks, optimiser, RNG states and the replay on disk."""
@@ -171,17 +221,30 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise UserError(f"checkpoint in {self.run_dir} does not fit this run ({type(e).__name__}: {str(e).splitlines()[0]})") from None
         self.replay.load()
+        self.saves = payload.get("saves", 0)
+        if self.world.rank:
+            self.restore_rank()
 
     def save(self) -> None:
-        """Replay first, then the checkpoint: the checkpoint never refers to steps that are not on disk."""
+        """Replay first, then the checkpoint: the checkpoint never refers to steps that are not on disk.
+
+        Under torchrun every rank saves together: its replay shard and (ranks > 0) its own state, numbered by
+        `saves`; once every rank has, rank 0 alone writes the checkpoint."""
         self.replay.flush()
         self.replay.save_state(LATENT_KEYS)  # the online queue and the latents rewritten by training
+        if self.world.size > 1:
+            self.saves += 1
+            if not self.world.main:
+                save_checkpoint(rank_checkpoints(self.run_dir, self.world.rank) / "latest", self.rank_state())
+            distributed.barrier(self.agent.device)
+            if not self.world.main:
+                return
         save_checkpoint(self.run_dir / "checkpoints" / "latest", self.state())
 
     def openloop_report(self) -> dict[str, float]:
         """Open-loop prediction errors on windows sampled from the replay (no env steps, forward passes only)."""
         context, horizon = self.cfg.report.context, self.cfg.report.horizon
-        if len(self.replay) < context + horizon:
+        if not self.replay.ready(context + horizon):
             return {}
         sample = self.replay.sample(64, context + horizon)
         return replay_openloop(WorldModelPredictor(self.agent), sample, context)
@@ -189,7 +252,7 @@ class Trainer:
     def evaluate(self, video: bool = False) -> float:
         """Mean return of `run.eval_episodes` evaluation episodes; with `video`, the first one of each image key
         is saved as videos/eval_<step>_<key>.gif and as an animated image in TensorBoard (Images tab)."""
-        if not video:
+        if not video or isinstance(self.eval_driver, VectorDriver):  # no videos of an env that is already batched
             return float(np.mean([s["return"] for s in self.eval_driver.episodes(self.cfg.run.eval_episodes)]))
         episodes, stats = self.eval_driver.record(self.cfg.run.eval_episodes)
         for key, frames in episodes[0].items():
@@ -198,13 +261,37 @@ class Trainer:
                 add_gif(self.logger.tb, f"eval/video_{key}", frames, self.step)
         return float(np.mean([s["return"] for s in stats]))
 
-    def collect(self, step: dict[str, Any]) -> None:
-        """Store one agent step in the replay (the driver's `on_step`), with the latent state the policy
-        reached there when replay context is on (the start of later replayed windows until trained on)."""
-        if self.context:
-            step.update({k: v[0] for k, v in self.agent.replay_entry(self.driver.carry).items()})
-        self.replay.add(step)
-        self.stored += 1
+    def collect(self, steps: list[tuple[int, dict[str, Any]]]) -> None:
+        """Store one agent step of each env in its replay stream (the driver's `on_step`), with the latent state the
+        policy reached there when replay context is on (the start of later replayed windows until trained on)."""
+        entries = self.agent.replay_entry(self.driver.carry) if self.context else {}
+        for index, step in steps:
+            step.update({k: v[index] for k, v in entries.items()})
+            self.streams[index].add(step)
+            self.stored += 1
+
+    def ready(self) -> bool:
+        """Whether training may start: `run.train_start` steps stored and a whole window in the replay."""
+        return self.stored >= self.cfg.run.train_start and self.replay.ready(self.window)
+
+    @property
+    def slowest_step(self) -> int:
+        """The env step the end of the run follows: this process's; under torchrun the lowest of any rank's
+        (as of the last lockstep), so every rank steps at least run.steps."""
+        return self.agreed["step"] if self.world.size > 1 else self.step
+
+    def lockstep(self, save: bool) -> bool:
+        """Under torchrun, once per loop iteration: one all-reduce gives every rank the same view, so all ranks
+        run the same updates, save together and stop at the same iteration. Training counts the fewest steps any
+        rank has stored and starts when every rank's replay is ready; the run ends when every rank has stepped
+        run.steps; rank 0's `save` decides for all; a signal to any rank makes every rank save and stop.
+        Returns whether to save now."""
+        low = distributed.all_min([self.step, self.stored, self.ready(), -save, -self.stop.is_set()], self.agent.device)
+        self.agreed = {"step": int(low[0]), "stored": int(low[1]), "ready": low[2] > 0}
+        if low[4] < 0:
+            self.save()
+            raise UserError(f"interrupted at step {self.step}; checkpoint saved, rerun the same command to resume")
+        return low[3] < 0
 
     def train_updates(self) -> dict[str, list[float]]:
         """Run the updates owed so far: updates * B * T ~= train_ratio * stored steps.
@@ -213,12 +300,15 @@ class Trainer:
         an action repeat of 2, the same ratio replays each stored step as often as with a repeat of 1."""
         cfg = self.cfg
         metrics: dict[str, list[float]] = defaultdict(list)
-        if self.stored < cfg.run.train_start or len(self.replay) < self.window:
+        # Under torchrun every rank runs the same updates (their gradients are averaged), counted from the fewest
+        # steps any rank had stored at the last lockstep: each rank trains at the ratio on its own data.
+        stored, ready = (self.agreed["stored"], self.agreed["ready"]) if self.world.size > 1 else (self.stored, self.ready())
+        if not ready:
             return metrics
         if self.train_from is None:
-            self.train_from = self.stored
+            self.train_from = stored
         replayed = cfg.batch.size * cfg.batch.length
-        due = 1 + int((self.stored - self.train_from) * cfg.run.train_ratio / replayed)
+        due = 1 + int((stored - self.train_from) * cfg.run.train_ratio / replayed)
         while self.updates < due:
             sample, index = self.replay.sample_index(cfg.batch.size, self.window, online=True)
             batch, start = to_torch(sample, self.agent.device), None
@@ -241,7 +331,8 @@ class Trainer:
     def run(self) -> None:
         cfg = self.cfg
         total = cfg.run.steps
-        logger = self.logger = Logger(self.run_dir, total, initial_step=self.step, progress=cfg.run.progress)
+        main = self.world.main  # rank 0 alone logs, evaluates and reports
+        logger = self.logger = Logger(self.run_dir, total, initial_step=self.step, progress=cfg.run.progress) if main else NullLogger()
         pixels = any(len(shape) == 3 for shape in self.agent.obs_keys.values())
 
         def after(every: int) -> int:
@@ -249,29 +340,36 @@ class Trainer:
 
         pending: dict[str, list[float]] = defaultdict(list)
         episodes: list[float] = []
+        per_env: dict[int, list[float]] = defaultdict(list)  # returns by env, logged when there are several
         last_return = eval_return = None
         next_log, next_eval, next_save = after(cfg.run.log_every), after(cfg.run.eval_every), after(cfg.run.save_every)
         saved_at = clock()  # checkpoints come every save_every env steps or save_seconds, whichever is first
         next_report, next_video = after(cfg.report.every), after(cfg.run.video_every)
         start, start_step = time.time(), self.step
         try:
-            while self.step < total:
+            if self.world.size > 1:
+                self.lockstep(save=False)  # the counters every rank starts from
+            while self.slowest_step < total:
                 taken, done = self.driver.step(self.collect)
                 self.step += taken
-                if done is not None:
-                    episodes.append(done["return"])
-                    last_return = done["return"]
+                for ended in done:
+                    episodes.append(ended["return"])
+                    per_env[ended["env"]].append(ended["return"])
+                    last_return = ended["return"]
                 for key, values in self.train_updates().items():
                     pending[key].extend(values)
-                final = self.step >= total
+                save = self.step >= next_save or (cfg.run.save_seconds and clock() - saved_at >= cfg.run.save_seconds)
+                if self.world.size > 1:
+                    save = self.lockstep(main and save)  # rank 0's steps and clock decide when every rank saves
+                final = self.slowest_step >= total
                 line: dict[str, float] = {}
-                if self.step >= next_eval or final:
+                if main and (self.step >= next_eval or final):
                     video = pixels and (self.step >= next_video or final) and cfg.run.video_every > 0
                     eval_return = self.evaluate(video)
                     next_video = after(cfg.run.video_every) if video else next_video
                     line["eval/return"] = eval_return
                     next_eval = after(cfg.run.eval_every)
-                if self.step >= next_report and self.updates:
+                if main and self.step >= next_report and self.updates:
                     line.update(self.openloop_report())
                     next_report, next_video = after(cfg.report.every), after(cfg.run.video_every)
                 if self.step >= next_log or final or line:
@@ -280,6 +378,10 @@ class Trainer:
                     if episodes:
                         line["episode/return"] = float(np.mean(episodes))
                         line["episode/count"] = len(episodes)
+                    if self.env.num_envs > 1 and episodes:  # per env: up to 16, then the spread only
+                        line.update({"episode/return_min": min(episodes), "episode/return_max": max(episodes)})
+                        if self.env.num_envs <= 16:
+                            line.update({f"episode/return_env{i}": float(np.mean(r)) for i, r in sorted(per_env.items())})
                     line.update(
                         {
                             "train/updates": self.updates,
@@ -292,8 +394,9 @@ class Trainer:
                     logger.write(self.step, line)
                     pending.clear()
                     episodes.clear()
+                    per_env.clear()
                     next_log = after(cfg.run.log_every)
-                if self.step >= next_save or (cfg.run.save_seconds and clock() - saved_at >= cfg.run.save_seconds):
+                if save:
                     self.save()
                     next_save, saved_at = after(cfg.run.save_every), clock()
                 postfix = {"updates": self.updates}
@@ -304,15 +407,19 @@ class Trainer:
                 logger.progress(min(self.step, total), **postfix)
             self.save()
         except EnvFailure as e:
+            if self.world.size > 1:  # the other ranks cannot join a save from here: the last checkpoint stands
+                raise UserError(f"{e}; the last checkpoint in {self.run_dir / 'checkpoints'} is kept") from None
             self.save()
             raise UserError(f"{e}; checkpoint saved in {self.run_dir / 'checkpoints'}") from None
         except KeyboardInterrupt:
+            if self.world.size > 1:
+                raise UserError(f"interrupted at step {self.step}; the last checkpoint is kept, rerun the same command to resume") from None
             self.save()
             raise UserError(f"interrupted at step {self.step}; checkpoint saved, rerun the same command to resume") from None
         finally:
             logger.close()
-            self.driver.env.close()
-            self.eval_driver.env.close()
+            self.driver.close()
+            self.eval_driver.close()
 
 
 @contextlib.contextmanager
@@ -337,33 +444,48 @@ def sigterm_as_interrupt():
 def train(cfg: DictConfig) -> Path:
     """Validate, build, train (or resume); returns the run folder. Bad input raises UserError before anything is written."""
     validate(cfg)
-    with process_settings(cfg.run.threads, cfg.run.onednn):
-        return _train(cfg)
+    with process_settings(cfg.run.threads, cfg.run.onednn), distributed.process_group(cfg.device) as world:
+        return _train(cfg, world)
 
 
-def _train(cfg: DictConfig) -> Path:
-    seed_everything(cfg.seed)
+def _train(cfg: DictConfig, world: distributed.World) -> Path:
+    seed_everything(distributed.rank_seed(cfg.seed, world.rank))
     if cfg.run.keep_memory:
         keep_freed_memory()
     run_dir, payload = prepare_run_dir(cfg)
+    trained_by = world.size if payload is None else payload.get("world_size", 1)
+    if trained_by != world.size:
+        raise UserError(f"cannot resume {run_dir}: it was trained by {trained_by} process(es) (torchrun world size) and this run "
+                        f"has {world.size}; resume it with {trained_by}")
     cfg = cfg.copy()
     OmegaConf.set_readonly(cfg, False)
     cfg.run.dir = str(run_dir)
     cfg.resume = None
-    trainer = Trainer(cfg, run_dir)  # builds envs and agent: raises on bad input before the folder is touched
+    cfg.seed = distributed.rank_seed(cfg.seed, world.rank)  # rank r's envs and replay sampling; rank 0 saves the run's seed
+    trainer = Trainer(cfg, run_dir, world)  # builds envs and agent: raises on bad input before the folder is touched
     run_dir.mkdir(parents=True, exist_ok=True)
     if payload is not None:
         trainer.restore(payload)
-        truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
-        print(f"resuming {run_dir} at step {trainer.step} ({len(trainer.replay)} replay steps)", file=sys.stderr)
+        if world.main:
+            truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
+            print(f"resuming {run_dir} at step {trainer.step} ({len(trainer.replay)} replay steps)", file=sys.stderr)
     else:
-        truncate_metrics(run_dir / "metrics.jsonl", 0)
+        if world.main:
+            truncate_metrics(run_dir / "metrics.jsonl", 0)
         loaded = trainer.replay.load()  # steps a run that died before its first checkpoint already collected
-        print(f"run folder: {run_dir}" + (f" ({loaded} replay steps reused)" if loaded else ""), file=sys.stderr)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    with sigterm_as_interrupt():
+        if world.main:
+            print(f"run folder: {run_dir}" + (f" ({loaded} replay steps reused)" if loaded else ""), file=sys.stderr)
+    if world.size > 1:
+        # Rank 0's weights, normaliser and slow critic on every rank. Also the point after which rank 0 writes to
+        # the folder: every rank has read what it needed from it.
+        distributed.broadcast_(list(trainer.agent.state_dict().values()))
+    if world.main:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    with sigterm_as_interrupt() if world.size == 1 else distributed.stop_on_signals(trainer.stop):
         trainer.run()
-    print(f"done: {trainer.step} env steps, {trainer.updates} updates; checkpoint {run_dir / 'checkpoints' / 'latest'}", file=sys.stderr)
+    if world.main:
+        print(f"done: {trainer.step} env steps, {trainer.updates} updates; checkpoint {run_dir / 'checkpoints' / 'latest'}",
+              file=sys.stderr)
     return run_dir
 
 

@@ -22,6 +22,7 @@ class WorldModel(nn.Module):
         model: widths from the size preset (deter, hidden, stoch, classes, blocks, units, depth, *_layers).
         bins: two-hot bins of the reward head. unimix, free_bits: as in DreamerV3.
         dynamics: the `dynamics=` config (name and the backend's own options); None: the RSSM.
+        cpu: the model lives on a CPU, where the RSSM comes with its CPU speed-ups (rssm_cpu.py).
     """
 
     def __init__(
@@ -43,13 +44,14 @@ class WorldModel(nn.Module):
         unimix: float = 0.01,
         free_bits: float = 1.0,
         dynamics: dict | None = None,
+        cpu: bool = False,
     ):
         super().__init__()
         self.free_bits = free_bits
         self.encoder = ObsEncoder(obs_shapes, units, enc_layers, depth)
         widths = {"deter": deter, "hidden": hidden, "stoch": stoch, "classes": classes, "blocks": blocks}
         # The latent dynamics, RSSM or Transformer (dynamics.py); nothing else here knows which.
-        self.dynamics = make_dynamics(dynamics or {"name": "rssm"}, self.encoder.out_dim, action_dim, widths, unimix)
+        self.dynamics = make_dynamics(dynamics or {"name": "rssm"}, self.encoder.out_dim, action_dim, widths, unimix, cpu)
         feat = self.dynamics.feat_dim
         self.decoder = ObsDecoder(feat, obs_shapes, units, dec_layers, depth)
         self.reward = TwoHotHead(feat, units, head_layers, bins)
