@@ -2,7 +2,7 @@
 envs at once (env.num_envs 1, 2, 4, sync and async) with the acting of a size1m agent included.
 
 Prints tables and saves benchmarks/results/env_speed.json: `results` (one env, random actions) and `vector` (many envs,
-the agent acting through worldmodels.driver.VectorDriver, one batched policy call per step). A part not run keeps
+the agent acting through worldmodels.runtime.driver.VectorDriver, one batched policy call per step). A part not run keeps
 what the file held.
 
     python benchmarks/env_speed.py --steps 400                       # both parts
@@ -58,8 +58,8 @@ def measure_vector(suite: str, task: str, obs: str, num_envs: int, vector: str, 
     import torch
     from hydra import compose, initialize_config_dir
 
-    from worldmodels.driver import VectorDriver
-    from worldmodels.setup import CONFIG_DIR, make_agent, make_vector_env
+    from worldmodels.runtime.driver import VectorDriver
+    from worldmodels.runtime.setup import CONFIG_DIR, make_agent, make_vector_env
 
     torch.set_num_threads(threads)
     env_overrides = [f"env.task={task}"] if suite == "dmc" else [f"env.id={task}"]

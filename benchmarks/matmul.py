@@ -1,9 +1,9 @@
-"""Linear-layer throughput on this CPU: MKL (`F.linear`) against oneDNN (`worldmodels.matmul`), per shape.
+"""Linear-layer throughput on this CPU: MKL (`F.linear`) against oneDNN (`worldmodels.cpu.matmul`), per shape.
 
 The shapes are those of a size1m and a size12m update at batch 16 x 64 (rows x inputs x outputs): head
 layers on 16 x 1024 imagined states, world-model layers on 1024 replayed steps, and recurrent steps on 16
 rows. Times forward alone and forward + backward (input, weight and bias gradients). Prints a table and
-saves `benchmarks/results/matmul.json`; `worldmodels/matmul.py` picks its `MIN_MACS` from it.
+saves `benchmarks/results/matmul.json`; `worldmodels/cpu/matmul.py` picks its `MIN_MACS` from it.
 
     python benchmarks/matmul.py
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from worldmodels.matmul import MIN_MACS, available, onednn_linear
+from worldmodels.cpu.matmul import MIN_MACS, available, onednn_linear
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = [  # (rows, inputs, outputs)

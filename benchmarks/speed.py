@@ -31,11 +31,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
-from worldmodels.agent import PRECISIONS
-from worldmodels.driver import Driver
-from worldmodels.matmul import linear, onednn_enabled, set_onednn
-from worldmodels.memory import keep_freed_memory
-from worldmodels.setup import CONFIG_DIR, make_agent, make_env
+from worldmodels.agent.agent import PRECISIONS
+from worldmodels.cpu.matmul import linear, onednn_enabled, set_onednn
+from worldmodels.cpu.memory import keep_freed_memory
+from worldmodels.runtime.driver import Driver
+from worldmodels.runtime.setup import CONFIG_DIR, make_agent, make_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # CPU flags worth knowing beside a speed (vector width, bf16/int8 matrix units); the rest of /proc/cpuinfo's list is left out.
@@ -118,7 +118,7 @@ def autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
 
 def matmul_gflops(device: str, precision: str = "float32") -> float:
     """This machine's matmul throughput on a head-sized product, through the same `linear` the networks use
-    (oneDNN or MKL on the CPU, see worldmodels/matmul.py; F.linear on a GPU), in the update's precision
+    (oneDNN or MKL on the CPU, see worldmodels/cpu/matmul.py; F.linear on a GPU), in the update's precision
     (bf16: float32 operands under autocast, as the networks' layers): the ceiling for an update."""
     a, b = torch.randn(16384, 2560, device=device), torch.randn(256, 2560, device=device)
     with autocast(device, precision):

@@ -41,7 +41,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-# Keys every stored step has besides the observation (worldmodels.driver, worldmodels.agent.LATENT_KEYS).
+# Keys every stored step has besides the observation (worldmodels.runtime.driver, worldmodels.agent.agent.LATENT_KEYS).
 RESERVED_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
 RESERVED_PREFIXES = ("latent/",)
 DEFAULT_JOINT_ACTIONS = 64

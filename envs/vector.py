@@ -9,7 +9,7 @@
   array type (a torch tensor stays a torch tensor, on its device), never through NumPy, and actions go back in the
   type the observations came in.
 
-The agent's driver (worldmodels.driver.VectorDriver) takes either. Gymnasium's autoreset modes: NEXT_STEP (Gymnasium's
+The agent's driver (worldmodels.runtime.driver.VectorDriver) takes either. Gymnasium's autoreset modes: NEXT_STEP (Gymnasium's
 default, what the copies use) fits the driver's recording exactly; SAME_STEP (the final observation in
 `info["final_obs"]`, as many GPU simulators do) and DISABLED (the driver resets ended envs with `reset_mask`) work too.
 """

@@ -26,7 +26,7 @@ import torch
 import torch._dynamo
 import torch._inductor.config
 
-from worldmodels import matmul
+from worldmodels.cpu import matmul
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,15 +41,24 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(max(1, torch.get_num_threads() // workers))
 
 
+# The modules that take longest (real training subprocesses), first: pytest-xdist hands whole modules to its
+# workers in this order, and a long module handed out last would leave the other workers idle at the end.
+LONGEST_FIRST = ("test_train_e2e.py", "test_faults.py", "test_vector_envs.py", "test_distributed.py", "test_dynamics_seam.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     seed = config.getoption("--shuffle")
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(str(item.path), []).append(item)
     if seed is not None:
         random.Random(seed).shuffle(items)
     elif config.getoption("--reverse-files"):
-        files: dict[str, list[pytest.Item]] = {}
-        for item in items:
-            files.setdefault(str(item.path), []).append(item)
         items[:] = [item for path in reversed(list(files)) for item in files[path]]
+    else:
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        order = sorted(files, key=lambda path: rank.get(os.path.basename(path), len(rank)))  # stable: the rest as collected
+        items[:] = [item for path in order for item in files[path]]
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -4,8 +4,8 @@ A tiny agent with seeded weights computes one loss; wrappers at two boundaries c
 (the imagined trajectory from `Agent.imagine`, the posterior and the per-step loss dict from
 `WorldModel.loss`). The reference below recomputes, from those inputs and the networks' raw outputs only,
 the lambda returns, the percentile return normaliser, the advantages, the continuation weights and the
-three losses (policy, value, repval), in float64 and without calling worldmodels.returns,
-worldmodels.transforms or the policy distributions. The formulas (shared/REFERENCE.md, "Actor-critic in
+three losses (policy, value, repval), in float64 and without calling worldmodels.agent.returns,
+worldmodels.models.transforms or the policy distributions. The formulas (shared/REFERENCE.md, "Actor-critic in
 imagination"; official dreamerv3/agent.py `imag_loss`, `repl_loss`, `lambda_return`):
 
 - gamma = 1 - 1/horizon folded into the predicted continuation: disc[t] = gamma * P(continue at t).
@@ -38,7 +38,7 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodels.agent import Agent
+from worldmodels.agent.agent import Agent
 
 from tiny import TINY_AGENT, TINY_MODEL
 

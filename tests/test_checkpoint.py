@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from worldmodels.checkpoint import load_agent_state, load_checkpoint, save_checkpoint
-from worldmodels.errors import UserError
+from worldmodels.runtime.checkpoint import load_agent_state, load_checkpoint, save_checkpoint
+from worldmodels.runtime.errors import UserError
 
 
 def test_round_trip_keeps_tensors_and_plain_values(tmp_path: Path):
@@ -82,7 +82,7 @@ def test_plain_pickle_of_other_objects_is_not_a_checkpoint(tmp_path: Path):
 
 
 def test_weights_that_do_not_fit_get_one_line_naming_them():
-    from worldmodels.nets import MLP
+    from worldmodels.models.nets import MLP
 
     net = MLP(3, 4, 2)
     state = {k: v.clone() for k, v in net.state_dict().items()}

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodels.agent import Agent
-from worldmodels.conv import ConvDecoder, ConvEncoder
+from worldmodels.agent.agent import Agent
+from worldmodels.models.conv import ConvDecoder, ConvEncoder
 
 from tiny import TINY_AGENT, TINY_MODEL
 

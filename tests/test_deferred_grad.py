@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from worldmodels.deferred_grad import deferred_slots
-from worldmodels.rssm import RSSM
-from worldmodels.rssm_cpu import DEFERRED, CpuRSSM
+from worldmodels.cpu.deferred_grad import deferred_slots
+from worldmodels.cpu.rssm import DEFERRED, CpuRSSM
+from worldmodels.dynamics.rssm import RSSM
 
 from tiny import assert_same_gradients, observe_loss
 

@@ -1,4 +1,4 @@
-"""Data-parallel training (worldmodels/distributed.py, `torchrun -m worldmodels.train`), two CPU processes on gloo:
+"""Data-parallel training (worldmodels/runtime/distributed.py, `torchrun -m worldmodels.train`), two CPU processes on gloo:
 the averaged gradient of two ranks is the gradient of their whole batch, the ranks stay identical update after
 update, kill -9 of one rank leaves the checkpoint whole and the run resumes, and another world size is refused."""
 
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from worldmodels.checkpoint import load_checkpoint
-from worldmodels.errors import UserError
-from worldmodels.setup import CONFIG_DIR
+from worldmodels.runtime.checkpoint import load_checkpoint
+from worldmodels.runtime.errors import UserError
+from worldmodels.runtime.setup import CONFIG_DIR
 
 from tiny import TINY_AGENT, TINY_MODEL, make_batch
 
@@ -38,7 +38,7 @@ def constant_rand(*size, device=None, dtype=None, **_):
 
 
 def tiny_agent(seed: int):
-    from worldmodels.agent import Agent
+    from worldmodels.agent.agent import Agent
 
     torch.manual_seed(seed)
     obs = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (3,), np.float32)})
@@ -75,7 +75,7 @@ def free_port() -> int:
 
 def data_parallel_worker(rank: int, port: int, out: str) -> None:
     """One rank: join the group as torchrun would set it up, take rank 0's weights, train on its half batches."""
-    from worldmodels import distributed
+    from worldmodels.runtime import distributed
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

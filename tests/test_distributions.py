@@ -1,4 +1,4 @@
-"""Tests for worldmodels.distributions: unimix, straight-through sampling, KL, free bits, policies."""
+"""Tests for worldmodels.models.distributions: unimix, straight-through sampling, KL, free bits, policies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, Normal
 
-from worldmodels.distributions import (
+from worldmodels.models.distributions import (
     DiscretePolicy,
     NormalPolicy,
     kl_categorical,
@@ -105,7 +105,7 @@ def test_sample_onehot_empirical_frequencies_match_probs():
 
 
 def test_sample_onehot_never_draws_a_zero_probability_class(monkeypatch):
-    """BUG EXPOSED (minor; worldmodels/distributions.py, sample_onehot, the inverse-CDF line
+    """BUG EXPOSED (minor; worldmodels/models/distributions.py, sample_onehot, the inverse-CDF line
     `index = (probs.detach().cumsum(-1) < uniform).sum(-1)`): torch.rand draws from [0, 1), and for
     u == 0 exactly (probability 2**-24 per float32 draw) `cdf < u` is False everywhere, so index 0 is
     returned even when class 0 has probability 0. `cdf <= u` would skip zero-probability classes.

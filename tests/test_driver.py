@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 import envs
-from worldmodels.driver import Driver
+from worldmodels.runtime.driver import Driver
 
 
 class FixedAgent:

@@ -10,13 +10,13 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import worldmodels.train as train_module
-from worldmodels.checkpoint import load_checkpoint
-from worldmodels.config import validate
-from worldmodels.errors import UserError
+from worldmodels.dynamics.transformer import TransformerSSM
 from worldmodels.evaluate import evaluate
 from worldmodels.evaluate import main as evaluate_main
-from worldmodels.setup import CONFIG_DIR
-from worldmodels.transformer import TransformerSSM
+from worldmodels.runtime.checkpoint import load_checkpoint
+from worldmodels.runtime.config import validate
+from worldmodels.runtime.errors import UserError
+from worldmodels.runtime.setup import CONFIG_DIR
 
 
 def cfg_of(run_dir: Path, *overrides: str):

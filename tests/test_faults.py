@@ -20,10 +20,10 @@ from hydra import compose, initialize_config_dir
 
 import envs
 import worldmodels.train as train_module
-from worldmodels.checkpoint import load_checkpoint
-from worldmodels.errors import UserError
-from worldmodels.replay_store import ChunkStore
-from worldmodels.setup import CONFIG_DIR
+from worldmodels.replay.store import ChunkStore
+from worldmodels.runtime.checkpoint import load_checkpoint
+from worldmodels.runtime.errors import UserError
+from worldmodels.runtime.setup import CONFIG_DIR
 
 
 def debug_cfg(tmp_path: Path, *overrides: str):
@@ -95,13 +95,13 @@ def test_repeated_env_failures_stop_with_a_checkpoint(tmp_path, monkeypatch):
 
 def test_nonfinite_update_is_skipped_and_counted(tmp_path):
     cfg = debug_cfg(tmp_path)
-    from worldmodels.replay import Replay
-    from worldmodels.setup import make_agent, to_torch
+    from worldmodels.replay.buffer import Replay
+    from worldmodels.runtime.setup import make_agent, to_torch
 
     env = envs.make("dummy", "discrete", length=50, seed=0)
     agent = make_agent(cfg, env)
     replay = Replay(1000)
-    from worldmodels.driver import Driver
+    from worldmodels.runtime.driver import Driver
 
     driver = Driver(env, agent)
     for _ in range(100):

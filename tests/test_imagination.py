@@ -8,8 +8,8 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from worldmodels.imagination import imagination_gap, openloop_metrics, windows
-from worldmodels.report import build_report, write_report
+from worldmodels.evaluation.imagination import imagination_gap, openloop_metrics, windows
+from worldmodels.evaluation.report import build_report, write_report
 
 from tbtools import tb_images
 
@@ -195,7 +195,7 @@ def test_imagined_actions_are_replayed_from_the_recorded_simulator_state():
     """A model that imagines exactly what was recorded: replaying its actions from the recorded MuJoCo
     state must give back the recorded return, so the replayed gap is zero."""
     import envs
-    from worldmodels.driver import Driver
+    from worldmodels.runtime.driver import Driver
 
     env = envs.make("dmc", "cartpole-swingup", seed=0, time_limit=40)
     episodes, _ = Driver(env, RandomAgent(1), action_repeat=2).record(2, sim_state=True)

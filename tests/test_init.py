@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodels.agent import Agent
+from worldmodels.agent.agent import Agent
 
 from tiny import TINY_AGENT
 

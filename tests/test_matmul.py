@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worldmodels import matmul
-from worldmodels.matmul import available, linear, onednn_enabled, set_onednn
+from worldmodels.cpu import matmul
+from worldmodels.cpu.matmul import available, linear, onednn_enabled, set_onednn
 
 pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch build has no oneDNN linear op")
 

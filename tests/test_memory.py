@@ -8,7 +8,7 @@ import pytest
 PROBE = """
 import ctypes, sys
 import torch
-from worldmodels.memory import keep_freed_memory
+from worldmodels.cpu.memory import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 libc = ctypes.CDLL("libc.so.6")
 libc.sbrk.restype = ctypes.c_void_p

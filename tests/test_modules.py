@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worldmodels import nets
-from worldmodels.distributions import DiscretePolicy, NormalPolicy, kl_categorical
-from worldmodels.heads import Actor, BinaryHead, TwoHotHead, VectorDecoder, VectorEncoder
-from worldmodels.nets import MLP, BlockLinear, Linear, RMSNorm
-from worldmodels.rssm import RSSM
-from worldmodels.transforms import symlog, twohot_bins
-from worldmodels.world_model import WorldModel
+from worldmodels.dynamics.rssm import RSSM
+from worldmodels.models import nets
+from worldmodels.models.distributions import DiscretePolicy, NormalPolicy, kl_categorical
+from worldmodels.models.heads import Actor, BinaryHead, TwoHotHead, VectorDecoder, VectorEncoder
+from worldmodels.models.nets import MLP, BlockLinear, Linear, RMSNorm
+from worldmodels.models.transforms import symlog, twohot_bins
+from worldmodels.models.world_model import WorldModel
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worldmodels.distributions import sample_onehot
-from worldmodels.heads import TwoHotHead
-from worldmodels.nets import Linear
-from worldmodels.onehot_feat import OneHotFeat, onehot_feat_linear
-from worldmodels.transforms import twohot_bins
+from worldmodels.cpu.onehot_feat import OneHotFeat, onehot_feat_linear
+from worldmodels.models.distributions import sample_onehot
+from worldmodels.models.heads import TwoHotHead
+from worldmodels.models.nets import Linear
+from worldmodels.models.transforms import twohot_bins
 
 
 def make_feat(lead=(3, 5), deter=6, groups=4, classes=3, seed=0) -> OneHotFeat:
@@ -78,8 +78,8 @@ def test_samples_without_autograd_are_exactly_one_hot():
 
 def test_rssm_step_with_sampled_classes_matches_the_one_hot_product():
     """Given the classes of its stoch, CpuRSSM's imagination step gathers; state and gradients are the plain RSSM's."""
-    from worldmodels.rssm import RSSM
-    from worldmodels.rssm_cpu import CpuRSSM
+    from worldmodels.cpu.rssm import CpuRSSM
+    from worldmodels.dynamics.rssm import RSSM
 
     classes = torch.randint(0, 5, (6, 4), generator=torch.Generator().manual_seed(3))
     results = []

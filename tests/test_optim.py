@@ -1,4 +1,4 @@
-"""Tests for worldmodels.optim.LaProp against a hand computation of the documented update."""
+"""Tests for worldmodels.agent.optim.LaProp against a hand computation of the documented update."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from worldmodels.optim import LaProp
+from worldmodels.agent.optim import LaProp
 
 
 def hand_laprop(p0, grads, lr, eps, b1, b2, agc, warmup):
@@ -196,7 +196,7 @@ def test_state_dict_round_trip_continues_identically():
 
 
 def test_step_count_not_reset_when_a_parameter_joins_late():
-    """BUG EXPOSED (worldmodels/optim.py, LaProp.step, line 51): the group's step counter is read from
+    """BUG EXPOSED (worldmodels/agent/optim.py, LaProp.step, line 51): the group's step counter is read from
     `params[0]` of the parameters that have a gradient this call. When that first parameter receives
     its first gradient later than the others, its fresh state (step 0) resets the counter to 1 for the
     whole group, so bias correction and warm-up restart for parameters that were already being updated.

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worldmodels import matmul, packed_linear
-from worldmodels.packed_linear import available, new_handle
-from worldmodels.rssm import RSSM
-from worldmodels.rssm_cpu import CpuRSSM
+from worldmodels.cpu import matmul, packed_linear
+from worldmodels.cpu.packed_linear import available, new_handle
+from worldmodels.cpu.rssm import CpuRSSM
+from worldmodels.dynamics.rssm import RSSM
 
 from tiny import assert_same_gradients, observe_loss
 
@@ -116,7 +116,7 @@ def test_updates_through_packed_weights_match_plain_layers(monkeypatch):
     import numpy as np
     from test_agent import MODEL, OBS, make_batch
 
-    from worldmodels.agent import Agent
+    from worldmodels.agent.agent import Agent
 
     from tiny import TINY_AGENT
 

@@ -25,9 +25,9 @@ import worldmodels
 from envs.check import diagnose, main
 from envs.load import FACTORIES, build
 from envs.wrappers import default_mujoco_gl
-from worldmodels.config import resume_conflict, validate
-from worldmodels.errors import UserError
-from worldmodels.setup import CONFIG_DIR, make_env, register_env_suites
+from worldmodels.runtime.config import resume_conflict, validate
+from worldmodels.runtime.errors import UserError
+from worldmodels.runtime.setup import CONFIG_DIR, make_env, register_env_suites
 
 # MuJoCo picks its GL backend when first imported, and its EGL backend sets PYOPENGL_PLATFORM then: both happen here,
 # at collection, as test_dmc's imports do, not inside a test (which would leave the environment changed).

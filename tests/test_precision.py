@@ -16,12 +16,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import worldmodels.config as config_module
+import worldmodels.runtime.config as config_module
 import worldmodels.train as train_module
-from worldmodels import matmul
-from worldmodels.agent import PRECISIONS, Agent
-from worldmodels.errors import UserError
-from worldmodels.setup import CONFIG_DIR
+from worldmodels.agent.agent import PRECISIONS, Agent
+from worldmodels.cpu import matmul
+from worldmodels.runtime.errors import UserError
+from worldmodels.runtime.setup import CONFIG_DIR
 
 from tiny import TINY_AGENT, TINY_MODEL, make_batch
 

@@ -1,11 +1,11 @@
-"""Tests for worldmodels.replay.Replay: FIFO capacity, window contiguity, uniform sampling, episodes."""
+"""Tests for worldmodels.replay.buffer.Replay: FIFO capacity, window contiguity, uniform sampling, episodes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from worldmodels.replay import Replay
+from worldmodels.replay.buffer import Replay
 
 
 def step(i: int, episode: int = 0, first: bool = False) -> dict:
@@ -195,7 +195,7 @@ def test_update_rewrites_the_sampled_positions_only():
 
 
 def test_state_file_restores_queue_and_rewritten_values_on_load(tmp_path):
-    from worldmodels.replay_store import ChunkStore
+    from worldmodels.replay.store import ChunkStore
 
     replay = Replay(100, seed=11, store=ChunkStore(tmp_path), chunk=10, online=6)
     fill(replay, 40)
@@ -214,7 +214,7 @@ def test_state_file_restores_queue_and_rewritten_values_on_load(tmp_path):
 
 
 def test_state_file_of_a_smaller_replay_fits_the_newest_steps(tmp_path):
-    from worldmodels.replay_store import ChunkStore
+    from worldmodels.replay.store import ChunkStore
 
     replay = Replay(100, seed=12, store=ChunkStore(tmp_path), chunk=10)
     fill(replay, 30)

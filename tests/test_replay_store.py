@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worldmodels.replay import Replay
-from worldmodels.replay_store import ChunkStore
+from worldmodels.replay.buffer import Replay
+from worldmodels.replay.store import ChunkStore
 
 
 def fill(replay: Replay, count: int, start: int = 0) -> None:

@@ -1,4 +1,4 @@
-"""Tests for worldmodels.returns: lambda returns against a naive unrolled sum, and ReturnNorm."""
+"""Tests for worldmodels.agent.returns: lambda returns against a naive unrolled sum, and ReturnNorm."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodels.returns import ReturnNorm, lambda_return
+from worldmodels.agent.returns import ReturnNorm, lambda_return
 
 
 def naive_lambda_return(rew, boot, disc, lam):

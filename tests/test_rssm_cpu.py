@@ -6,9 +6,9 @@ weights over three optimiser steps (test_packed_linear.py), one-hot gathers in i
 
 import torch
 
+from worldmodels.cpu.rssm import CpuRSSM
 from worldmodels.dynamics import make_dynamics
-from worldmodels.rssm import RSSM
-from worldmodels.rssm_cpu import CpuRSSM
+from worldmodels.dynamics.rssm import RSSM
 
 WIDTHS = {"deter": 16, "hidden": 8, "stoch": 3, "classes": 4, "blocks": 4}
 

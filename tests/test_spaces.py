@@ -13,7 +13,7 @@ from gymnasium import spaces
 
 import envs
 from envs.spaces import FlatAction, FlatObservation, UnsupportedSpace, adapt
-from worldmodels.agent import Agent, action_spec, obs_shapes
+from worldmodels.agent.agent import Agent, action_spec, obs_shapes
 
 from tiny import TINY_AGENT, TINY_MODEL
 

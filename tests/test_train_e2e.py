@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from worldmodels.checkpoint import load_checkpoint
 from worldmodels.evaluate import main as evaluate_main
+from worldmodels.runtime.checkpoint import load_checkpoint
 from worldmodels.train import main as train_main
 
 from tbtools import tb_images
@@ -74,7 +74,7 @@ def test_training_writes_metrics_events_and_checkpoint(trained_run: Path):
 def test_checkpoint_round_trip_restores_the_same_policy(trained_run: Path):
     from omegaconf import OmegaConf
 
-    from worldmodels.setup import make_agent, make_env
+    from worldmodels.runtime.setup import make_agent, make_env
 
     payload = load_checkpoint(trained_run / "checkpoints" / "latest")
     cfg = OmegaConf.create(payload["config"])
@@ -134,7 +134,7 @@ def test_evaluate_compares_checkpoints_on_the_same_episodes(trained_run: Path, t
 def _with_env(src: Path, dst: Path, task: str) -> Path:
     payload = load_checkpoint(src / "checkpoints")
     payload["config"]["env"]["id"] = task
-    from worldmodels.checkpoint import save_checkpoint
+    from worldmodels.runtime.checkpoint import save_checkpoint
 
     save_checkpoint(dst / "checkpoints" / "latest", payload)
     return dst / "checkpoints" / "latest"

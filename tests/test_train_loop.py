@@ -10,8 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import worldmodels.train as train_module
-from worldmodels.agent import LATENT_KEYS
-from worldmodels.setup import CONFIG_DIR, process_settings, to_torch
+from worldmodels.agent.agent import LATENT_KEYS
+from worldmodels.runtime.setup import CONFIG_DIR, process_settings, to_torch
 from worldmodels.train import Trainer
 
 
@@ -83,7 +83,7 @@ def test_replay_context_stores_acting_latents_and_writes_back_trained_ones(tmp_p
 def test_context_latent_starts_the_window_unless_it_begins_an_episode():
     import gymnasium as gym
 
-    from worldmodels.agent import Agent
+    from worldmodels.agent.agent import Agent
 
     from tiny import TINY_AGENT, TINY_MODEL
 

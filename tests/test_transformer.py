@@ -1,4 +1,4 @@
-"""Tests for the Transformer state-space model (worldmodels/transformer.py): tiny sizes, CPU, seeded."""
+"""Tests for the Transformer state-space model (worldmodels/dynamics/transformer.py): tiny sizes, CPU, seeded."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worldmodels import transformer
-from worldmodels.distributions import kl_categorical
-from worldmodels.transformer import TransformerSSM
+from worldmodels.dynamics import transformer
+from worldmodels.dynamics.transformer import TransformerSSM
+from worldmodels.models.distributions import kl_categorical
 
 E, A, D, L, H, K, S, C = 6, 3, 16, 2, 2, 4, 4, 3  # embed, action, d_model, layers, heads, context, stoch, classes
 

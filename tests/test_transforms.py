@@ -1,4 +1,4 @@
-"""Tests for worldmodels.transforms: symlog/symexp and two-hot regression (hand-computed values)."""
+"""Tests for worldmodels.models.transforms: symlog/symexp and two-hot regression (hand-computed values)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from worldmodels.transforms import symexp, symlog, twohot_bins, twohot_encode, twohot_loss, twohot_mean
+from worldmodels.models.transforms import symexp, symlog, twohot_bins, twohot_encode, twohot_loss, twohot_mean
 
 # -- symlog / symexp ---------------------------------------------------------------------------------
 
@@ -210,7 +210,7 @@ def test_loss_of_uniform_logits_is_log_k_and_shape():
 
 
 def test_encode_float64_targets_with_float32_bins():
-    """BUG EXPOSED (minor; worldmodels/transforms.py, twohot_encode, the `out.scatter_add_` lines): float64
+    """BUG EXPOSED (minor; worldmodels/models/transforms.py, twohot_encode, the `out.scatter_add_` lines): float64
     targets (numpy rewards are float64 unless cast) with the float32 bins of twohot_bins() raise
     "scatter(): Expected self.dtype to be equal to src.dtype", while twohot_loss accepts the same inputs.
     """

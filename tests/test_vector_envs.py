@@ -22,14 +22,14 @@ from omegaconf import OmegaConf
 import envs
 import worldmodels
 import worldmodels.train as train_module
-from worldmodels.agent import Agent
-from worldmodels.checkpoint import load_checkpoint
-from worldmodels.config import resume_conflict
-from worldmodels.driver import VectorDriver
-from worldmodels.errors import UserError
-from worldmodels.replay import Replay, ReplayStreams
-from worldmodels.replay_store import ChunkStore
-from worldmodels.setup import CONFIG_DIR, process_settings
+from worldmodels.agent.agent import Agent
+from worldmodels.replay.buffer import Replay, ReplayStreams
+from worldmodels.replay.store import ChunkStore
+from worldmodels.runtime.checkpoint import load_checkpoint
+from worldmodels.runtime.config import resume_conflict
+from worldmodels.runtime.driver import VectorDriver
+from worldmodels.runtime.errors import UserError
+from worldmodels.runtime.setup import CONFIG_DIR, process_settings
 from worldmodels.train import Trainer
 
 # A few hundred env steps of the debug model: enough for updates, replay context and an evaluation.
@@ -363,7 +363,7 @@ def test_a_batched_env_refuses_single_env_options(tmp_path):
 def test_vector_driver_on_numpy_copies_records_like_the_single_driver():
     """The same seeds and actions: each copy's steps in VectorDriver are what Driver records for that env alone."""
     from envs.vector import make_vector
-    from worldmodels.driver import Driver
+    from worldmodels.runtime.driver import Driver
 
     class FixedAgent:
         def policy(self, obs, carry, mode="sample"):

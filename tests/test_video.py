@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worldmodels.video import add_gif, encode_gif, save_gif
+from worldmodels.evaluation.video import add_gif, encode_gif, save_gif
 
 from tbtools import tb_images
 

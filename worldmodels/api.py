@@ -32,13 +32,13 @@ def fit(env: str | Callable[..., Any] | None = None, overrides: Sequence[str] = 
     overrides: command-line overrides, as `python -m worldmodels.train` takes them (["model=debug", "run.steps=500"]).
     name: the env's name in the config and the run folder's name (default: the factory's name). A factory's env is
         only known to this process: rebuild it the same way (same name) to resume a run.
-    Bad input raises worldmodels.errors.UserError with a one-line message, before anything is written.
+    Bad input raises worldmodels.runtime.errors.UserError with a one-line message, before anything is written.
     """
     from hydra import compose, initialize_config_dir
 
     from envs.load import register_factory
-    from worldmodels.errors import UserError
-    from worldmodels.setup import CONFIG_DIR, check_overrides, register_env_suites
+    from worldmodels.runtime.errors import UserError
+    from worldmodels.runtime.setup import CONFIG_DIR, check_overrides, register_env_suites
     from worldmodels.train import train
 
     if isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides):

@@ -24,12 +24,12 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from worldmodels.checkpoint import load_agent_state, load_checkpoint
-from worldmodels.driver import Driver
-from worldmodels.errors import UserError, exit_with
-from worldmodels.imagination import WorldModelPredictor
-from worldmodels.report import build_report, plot_curves, table, write_report
-from worldmodels.setup import CONFIG_DIR, entry_point, make_agent, make_env, seed_everything
+from worldmodels.evaluation.imagination import WorldModelPredictor
+from worldmodels.evaluation.report import build_report, plot_curves, table, write_report
+from worldmodels.runtime.checkpoint import load_agent_state, load_checkpoint
+from worldmodels.runtime.driver import Driver
+from worldmodels.runtime.errors import UserError, exit_with
+from worldmodels.runtime.setup import CONFIG_DIR, entry_point, make_agent, make_env, seed_everything
 
 
 def run_dir_of(path: Path) -> Path:

@@ -22,18 +22,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from worldmodels import distributed
-from worldmodels.agent import LATENT_KEYS
-from worldmodels.checkpoint import load_agent_state, load_checkpoint, save_checkpoint
-from worldmodels.config import resume_conflict, validate
-from worldmodels.driver import Driver, EnvFailure, VectorDriver
-from worldmodels.errors import UserError, exit_with
-from worldmodels.imagination import WorldModelPredictor
-from worldmodels.logger import Logger, NullLogger, truncate_metrics
-from worldmodels.memory import keep_freed_memory
-from worldmodels.replay import Replay, ReplayStreams
-from worldmodels.report import replay_openloop
-from worldmodels.setup import (
+from worldmodels.agent.agent import LATENT_KEYS
+from worldmodels.cpu.memory import keep_freed_memory
+from worldmodels.evaluation.imagination import WorldModelPredictor
+from worldmodels.evaluation.report import replay_openloop
+from worldmodels.evaluation.video import add_gif, save_gif
+from worldmodels.replay.buffer import Replay, ReplayStreams
+from worldmodels.runtime import distributed
+from worldmodels.runtime.checkpoint import load_agent_state, load_checkpoint, save_checkpoint
+from worldmodels.runtime.config import resume_conflict, validate
+from worldmodels.runtime.driver import Driver, EnvFailure, VectorDriver
+from worldmodels.runtime.errors import UserError, exit_with
+from worldmodels.runtime.logger import Logger, NullLogger, truncate_metrics
+from worldmodels.runtime.setup import (
     CONFIG_DIR,
     entry_point,
     make_agent,
@@ -44,7 +45,6 @@ from worldmodels.setup import (
     seed_everything,
     to_torch,
 )
-from worldmodels.video import add_gif, save_gif
 
 clock = time.monotonic  # wall-clock of the checkpoint interval (a test runs it faster)
 
@@ -126,7 +126,7 @@ class Trainer:
         self.agent = make_agent(cfg, self.env)
         self.agent.wm.dynamics.defer_grads = cfg.run.defer_grads
         self.agent.precision = cfg.run.precision  # compute precision of updates and acting (Agent.autocast)
-        self.agent.data_parallel = self.world.size > 1  # gradients averaged over the ranks (worldmodels/distributed.py)
+        self.agent.data_parallel = self.world.size > 1  # gradients averaged over the ranks (worldmodels/runtime/distributed.py)
         if cfg.run.compile:
             self.agent.compile_steps()
         self.context = cfg.replay.context

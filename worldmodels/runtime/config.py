@@ -6,10 +6,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from worldmodels.errors import UserError
+from worldmodels.runtime.errors import UserError
 
 KNOWN_SUITES = ("gym", "dummy", "dmc")  # built in; installed packages may add more (envs.suite_names)
-PRECISIONS = ("float32", "bf16")  # run.precision (worldmodels.agent.PRECISIONS, kept import-light here)
+PRECISIONS = ("float32", "bf16")  # run.precision (worldmodels.agent.agent.PRECISIONS, kept import-light here)
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -131,7 +131,7 @@ def _validate_dynamics(cfg: DictConfig) -> None:
 
     _choice(cfg, "dynamics.name", BACKENDS)
     if cfg.dynamics.name == "transformer":
-        from worldmodels.transformer import check_options
+        from worldmodels.dynamics.transformer import check_options
 
         for key in ("d_model", "layers", "heads", "context"):
             _int(cfg, f"dynamics.{key}", 1)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from worldmodels.errors import UserError
+from worldmodels.runtime.errors import UserError
 
 # Seeds of rank r are offset by r * RANK_SEED_STRIDE: far beyond the offsets one process uses for its other
 # environments (evaluation +10000, rebuilt ones +1000 and +20000), so no two ranks draw the same stream.

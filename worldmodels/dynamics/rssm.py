@@ -12,7 +12,7 @@ Both categoricals mix 1% uniform into their probabilities (unimix) and are sampl
 gradients. The features every head reads are concat(h_t, flatten(z_t)).
 
 This file is the plain path: it runs on a GPU and under bf16. On a float32 CPU the agent builds
-`worldmodels.rssm_cpu.CpuRSSM` instead: the same parameters and the same math, with faster products.
+`worldmodels.cpu.rssm.CpuRSSM` instead: the same parameters and the same math, with faster products.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldmodels.distributions import sample_onehot, sample_onehot_index, unimix_logits
-from worldmodels.nets import MLP, BlockLinear, Linear, NormAct, RMSNorm
+from worldmodels.models.distributions import sample_onehot, sample_onehot_index, unimix_logits
+from worldmodels.models.nets import MLP, BlockLinear, Linear, NormAct, RMSNorm
 
 State = dict[str, torch.Tensor]
 
 
 class RSSM(nn.Module):
-    """The RSSM behind the dynamics interface (dynamics.py): initial, observe, obs_step, imagine_step, starts, feat.
+    """The RSSM behind the dynamics interface (dynamics/__init__.py): initial, observe, obs_step, imagine_step, starts, feat.
 
     Args:
         embed_dim: size of the encoder output.

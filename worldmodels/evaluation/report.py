@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from worldmodels.imagination import Arrays, Predictor, imagination_gap, openloop_metrics, windows
-from worldmodels.video import add_gif, comparison_frames, save_gif
+from worldmodels.evaluation.imagination import Arrays, Predictor, imagination_gap, openloop_metrics, windows
+from worldmodels.evaluation.video import add_gif, comparison_frames, save_gif
 
 
 def build_report(

@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from worldmodels.matmul import linear
-from worldmodels.onehot_feat import OneHotFeat, onehot_feat_linear
+from worldmodels.cpu.matmul import linear
+from worldmodels.cpu.onehot_feat import OneHotFeat, onehot_feat_linear
 
 
 def init_linear_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) -> None:

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldmodels.conv import ConvDecoder, ConvEncoder
-from worldmodels.distributions import DiscretePolicy, NormalPolicy
-from worldmodels.nets import MLP, Linear
-from worldmodels.transforms import symexp, symlog, twohot_loss, twohot_mean
+from worldmodels.models.conv import ConvDecoder, ConvEncoder
+from worldmodels.models.distributions import DiscretePolicy, NormalPolicy
+from worldmodels.models.nets import MLP, Linear
+from worldmodels.models.transforms import symexp, symlog, twohot_loss, twohot_mean
 
 
 class VectorEncoder(nn.Module):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from worldmodels.matmul import linear, weight_grad
+from worldmodels.cpu.matmul import linear, weight_grad
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from worldmodels import matmul
-from worldmodels.deferred_grad import deferred_slots
-from worldmodels.distributions import sample_onehot, sample_onehot_index
-from worldmodels.matmul import linear
-from worldmodels.nets import Linear, NormAct
-from worldmodels.onehot_feat import OneHotFeat
-from worldmodels.packed_linear import available as packing_available
-from worldmodels.packed_linear import new_handle, packed_linear
-from worldmodels.rssm import RSSM, State
+from worldmodels.cpu import matmul
+from worldmodels.cpu.deferred_grad import deferred_slots
+from worldmodels.cpu.matmul import linear
+from worldmodels.cpu.onehot_feat import OneHotFeat
+from worldmodels.cpu.packed_linear import available as packing_available
+from worldmodels.cpu.packed_linear import new_handle, packed_linear
+from worldmodels.dynamics.rssm import RSSM, State
+from worldmodels.models.distributions import sample_onehot, sample_onehot_index
+from worldmodels.models.nets import Linear, NormAct
 
 Slots = dict[str, torch.Tensor] | None  # per-layer zero slots of one step (see deferred_grad.py)
 Taps = dict[str, torch.Tensor]  # per-layer inputs of one step, for the deferred weight gradients

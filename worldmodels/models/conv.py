@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from worldmodels.nets import Linear, RMSNorm, init_linear_
+from worldmodels.models.nets import Linear, RMSNorm, init_linear_
 
 
 def _stages(shape: tuple[int, int, int]) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from worldmodels.replay_store import ChunkStore
+from worldmodels.replay.store import ChunkStore
 
 
 class Replay:

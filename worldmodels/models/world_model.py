@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from worldmodels.distributions import kl_categorical
 from worldmodels.dynamics import make_dynamics
-from worldmodels.heads import BinaryHead, ObsDecoder, ObsEncoder, TwoHotHead
-from worldmodels.rssm import State
+from worldmodels.dynamics.rssm import State
+from worldmodels.models.distributions import kl_categorical
+from worldmodels.models.heads import BinaryHead, ObsDecoder, ObsEncoder, TwoHotHead
 
 Batch = dict[str, torch.Tensor]
 
@@ -22,7 +22,7 @@ class WorldModel(nn.Module):
         model: widths from the size preset (deter, hidden, stoch, classes, blocks, units, depth, *_layers).
         bins: two-hot bins of the reward head. unimix, free_bits: as in DreamerV3.
         dynamics: the `dynamics=` config (name and the backend's own options); None: the RSSM.
-        cpu: the model lives on a CPU, where the RSSM comes with its CPU speed-ups (rssm_cpu.py).
+        cpu: the model lives on a CPU, where the RSSM comes with its CPU speed-ups (worldmodels/cpu/rssm.py).
     """
 
     def __init__(
@@ -50,7 +50,7 @@ class WorldModel(nn.Module):
         self.free_bits = free_bits
         self.encoder = ObsEncoder(obs_shapes, units, enc_layers, depth)
         widths = {"deter": deter, "hidden": hidden, "stoch": stoch, "classes": classes, "blocks": blocks}
-        # The latent dynamics, RSSM or Transformer (dynamics.py); nothing else here knows which.
+        # The latent dynamics, RSSM or Transformer (worldmodels/dynamics); nothing else here knows which.
         self.dynamics = make_dynamics(dynamics or {"name": "rssm"}, self.encoder.out_dim, action_dim, widths, unimix, cpu)
         feat = self.dynamics.feat_dim
         self.decoder = ObsDecoder(feat, obs_shapes, units, dec_layers, depth)

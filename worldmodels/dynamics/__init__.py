@@ -30,16 +30,16 @@ def make_dynamics(
     spec: dict[str, Any], embed_dim: int, action_dim: int, model: dict[str, Any], unimix: float, cpu: bool = False
 ) -> nn.Module:
     """Build the backend `spec["name"]` with the model preset's widths; `cpu`: the networks live on a CPU, where
-    the RSSM is built with its CPU speed-ups (rssm_cpu.py: the same parameters and math)."""
+    the RSSM is built with its CPU speed-ups (worldmodels/cpu/rssm.py: the same parameters and math)."""
     name = spec.get("name", "rssm")
     if name == "rssm":
-        from worldmodels.rssm import RSSM
-        from worldmodels.rssm_cpu import CpuRSSM
+        from worldmodels.cpu.rssm import CpuRSSM
+        from worldmodels.dynamics.rssm import RSSM
 
         widths = (model["deter"], model["hidden"], model["stoch"], model["classes"], model["blocks"], unimix)
         return (CpuRSSM if cpu else RSSM)(embed_dim, action_dim, *widths)
     if name == "transformer":
-        from worldmodels.transformer import TransformerSSM
+        from worldmodels.dynamics.transformer import TransformerSSM
 
         return TransformerSSM(
             embed_dim, action_dim, d_model=spec["d_model"], layers=spec["layers"], heads=spec["heads"], context=spec["context"],

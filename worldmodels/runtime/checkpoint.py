@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from worldmodels.errors import UserError
+from worldmodels.runtime.errors import UserError
 
 FORMAT = 1
 

@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldmodels import distributed
-from worldmodels.heads import Actor, TwoHotHead
-from worldmodels.nets import NormAct, compiled_rms_silu
-from worldmodels.onehot_feat import OneHotFeat
-from worldmodels.optim import LaProp
-from worldmodels.returns import ReturnNorm, lambda_return
-from worldmodels.transforms import twohot_bins, twohot_expect, twohot_mix_nll
-from worldmodels.world_model import Batch, WorldModel
+from worldmodels.agent.optim import LaProp
+from worldmodels.agent.returns import ReturnNorm, lambda_return
+from worldmodels.cpu.onehot_feat import OneHotFeat
+from worldmodels.models.heads import Actor, TwoHotHead
+from worldmodels.models.nets import NormAct, compiled_rms_silu
+from worldmodels.models.transforms import twohot_bins, twohot_expect, twohot_mix_nll
+from worldmodels.models.world_model import Batch, WorldModel
+from worldmodels.runtime import distributed
 
 Carry = tuple[dict[str, torch.Tensor], torch.Tensor]
 
@@ -63,7 +63,7 @@ class Agent(nn.Module):
         device: where the networks live; the same code runs on CPU and GPU.
         precision: compute precision of the forward passes of updates and acting, `float32` or `bf16`
             (see `autocast`); it may be changed between calls, since it does not change the weights.
-        dynamics: the `dynamics=` config, the latent dynamics backend (worldmodels/dynamics.py); None: RSSM.
+        dynamics: the `dynamics=` config, the latent dynamics backend (worldmodels/dynamics/__init__.py); None: RSSM.
     """
 
     def __init__(
@@ -93,7 +93,7 @@ class Agent(nn.Module):
         self.opt = LaProp(trainable, **agent["opt"])
         self.gamma = 1.0 - 1.0 / agent["horizon"]
         self.posterior: dict[str, torch.Tensor] = {}  # latents of the last update (posterior_entries)
-        # Set by the trainer under torchrun (worldmodels/distributed.py): every update averages its gradients over
+        # Set by the trainer under torchrun (worldmodels/runtime/distributed.py): every update averages its gradients over
         # the ranks and takes the return percentiles over every rank's returns, so all ranks stay identical.
         self.data_parallel = False
 

@@ -48,8 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldmodels.distributions import sample_onehot_index, unimix_logits
-from worldmodels.nets import MLP, Linear, NormAct, RMSNorm
+from worldmodels.models.distributions import sample_onehot_index, unimix_logits
+from worldmodels.models.nets import MLP, Linear, NormAct, RMSNorm
 
 State = dict[str, torch.Tensor]
 CACHE_KEYS = ("keys", "values", "valid")

@@ -17,13 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 
 import envs
 from envs.load import FACTORIES
-from worldmodels.agent import Agent
-from worldmodels.errors import UserError, exit_with
-from worldmodels.matmul import onednn_enabled, set_onednn
-from worldmodels.replay import Replay, ReplayStreams
-from worldmodels.replay import make_replay as build_replay
+from worldmodels.agent.agent import Agent
+from worldmodels.cpu.matmul import onednn_enabled, set_onednn
+from worldmodels.replay.buffer import Replay, ReplayStreams
+from worldmodels.replay.buffer import make_replay as build_replay
+from worldmodels.runtime.errors import UserError, exit_with
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
 def check_overrides(argv: list[str]) -> None:
@@ -148,7 +148,7 @@ def make_vector_env(
 
 
 def make_replay(cfg: DictConfig, directory: Path, streams: int, window: int) -> Replay | ReplayStreams:
-    """The run's replay (worldmodels.replay.make_replay): one stream per env; every stream must hold a whole window."""
+    """The run's replay (worldmodels.replay.buffer.make_replay): one stream per env; every stream must hold a whole window."""
     if cfg.replay.capacity // streams < window:
         raise UserError(f"config value replay.capacity={cfg.replay.capacity} is invalid: {streams} envs each keep "
                         f"{cfg.replay.capacity // streams} steps, fewer than batch.length + replay.context = {window}")

@@ -1,0 +1,1 @@
+"""The networks: layers, heads, distributions, symlog/two-hot transforms and the world model."""
