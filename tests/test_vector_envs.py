@@ -362,17 +362,10 @@ def test_a_batched_env_refuses_single_env_options(tmp_path):
 
 def test_vector_driver_on_numpy_copies_records_like_the_single_driver():
     """The same seeds and actions: each copy's steps in VectorDriver are what Driver records for that env alone."""
+    from test_driver import FixedAgent
+
     from envs.vector import make_vector
     from worldmodels.runtime.driver import Driver
-
-    class FixedAgent:
-        def policy(self, obs, carry, mode="sample"):
-            action = torch.zeros(len(obs["is_first"]), 3)
-            action[:, 1] = 1
-            return action, carry
-
-        def env_action(self, action):
-            return action.argmax(-1).numpy()
 
     def make(seed):
         return envs.make("dummy", "discrete", length=4, seed=seed)
