@@ -13,6 +13,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from envs.distract import DISTRACTIONS, Distractor, background_mask, composite, plane_geoms
 from envs.wrappers import NormalizeAction, default_mujoco_gl, rendering_error, wrap_common
 
 OBS_MODES = ("proprio", "pixels", "both")
@@ -27,6 +28,7 @@ def make_dmc(
     camera: int = -1,
     time_limit: int = 0,
     seed: int | None = None,
+    distract: str = "none",
     **kwargs,
 ) -> gymnasium.Env:
     """Build the DMC `task`, named "domain-task" (e.g. "walker-walk", "ball_in_cup-catch"), for the agent's contract.
@@ -36,6 +38,8 @@ def make_dmc(
     pixels render, which costs far more than the physics. Episodes end at DMC's own 1000 control steps (truncated),
     or terminate where the task says so (discount 0). action_repeat=2 is the usual DMC setting; time_limit counts
     agent steps. `seed` seeds the task's random state, so equal seeds and actions give equal observations.
+    distract: "none", or "noise" / "color" to replace the background of the pixels (sky and floor) with a pattern that
+    moves every step and is redrawn every episode, seeded by `seed` too (envs/distract.py).
     """
     if kwargs:
         raise ValueError(f"unknown options for the dmc suite: {', '.join(sorted(kwargs))}")
@@ -45,6 +49,7 @@ def make_dmc(
         raise ValueError(f"size must be an integer >= 1, got {size!r}")
     if int(camera) != camera or camera < -1:
         raise ValueError(f"camera must be an integer >= 0, or -1 for the domain's default, got {camera!r}")
+    check_distract(distract, obs)
     suite = _import_suite()
     domain, name = split_task(task, suite.ALL_TASKS)
     env = suite.load(domain, name, task_kwargs={"random": seed})
@@ -53,7 +58,7 @@ def make_dmc(
     if obs != "proprio" and camera >= ncam:
         env.close()
         raise ValueError(f"camera {camera} does not exist: the {domain} domain has {ncam} cameras")
-    adapted = NormalizeAction(DMCEnv(env, obs=obs, size=int(size), camera=camera))
+    adapted = NormalizeAction(DMCEnv(env, obs=obs, size=int(size), camera=camera, distract=distract))
     return wrap_common(adapted, action_repeat, time_limit, seed)
 
 
@@ -67,15 +72,19 @@ class DMCEnv(gymnasium.Env):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, env: Any, obs: str = "proprio", size: int = 64, camera: int = 0):
+    def __init__(self, env: Any, obs: str = "proprio", size: int = 64, camera: int = 0, distract: str = "none"):
         if obs not in OBS_MODES:
             raise ValueError(f"obs={obs!r} is not supported: the dmc suite has obs='proprio', 'pixels' or 'both'")
+        check_distract(distract, obs)
         self._env = env
         self._proprio = obs in ("proprio", "both")
         self._pixels = obs in ("pixels", "both")
         self._size = int(size)
         self._camera = int(camera)
         self.render_mode = "rgb_array"
+        self._distractor = None if distract == "none" else Distractor(distract, self._size, self._size)
+        self._planes = None if self._distractor is None else plane_geoms(env.physics.model)
+        self._segmenter: Any = None  # a dm_control Camera kept for the segmentation renders, built on first use
         observations = {}
         if self._proprio:
             specs = env.observation_spec()
@@ -96,7 +105,11 @@ class DMCEnv(gymnasium.Env):
         super().reset(seed=seed)
         if seed is not None:
             self._env.task.random.seed(seed)  # the same state as task_kwargs={"random": seed} gives a new task
+            if self._distractor is not None:
+                self._distractor.seed(seed)
         time_step = self._env.reset()
+        if self._distractor is not None:
+            self._distractor.reset()
         self._done = False
         return self._observation(time_step), {}
 
@@ -104,6 +117,8 @@ class DMCEnv(gymnasium.Env):
         if self._done:
             raise RuntimeError("DMCEnv.step() called before reset() or after the episode ended")
         time_step = self._env.step(action)
+        if self._distractor is not None:
+            self._distractor.advance()
         terminated, truncated = episode_flags(time_step)
         self._done = terminated or truncated
         reward = 0.0 if time_step.reward is None else float(time_step.reward)
@@ -115,6 +130,7 @@ class DMCEnv(gymnasium.Env):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._segmenter = None
             self._env.close()
             self._env.physics.free()  # releases the GL context now rather than at interpreter exit
 
@@ -128,11 +144,33 @@ class DMCEnv(gymnasium.Env):
         return observation
 
     def _render(self) -> np.ndarray:
+        physics = self._env.physics
         try:
-            frame = self._env.physics.render(height=self._size, width=self._size, camera_id=self._camera)
+            frame = physics.render(height=self._size, width=self._size, camera_id=self._camera)
+            if self._distractor is not None:
+                segmentation = self._segmentation(physics)
         except Exception as error:
             raise rendering_error(error) from error
+        if self._distractor is not None:  # composite makes a new array, as the copy below does
+            return composite(frame, background_mask(segmentation, self._planes), self._distractor.background())
         return np.array(frame, dtype=np.uint8, order="C")  # a copy: the renderer reuses its buffer
+
+    def _segmentation(self, physics: Any) -> np.ndarray:
+        """(H, W, 2) object ids and types of the view, as physics.render(segmentation=True) gives them, from one kept
+        Camera: physics.render builds a new Camera (and its scene) each call, which costs more than this render."""
+        if self._segmenter is None:
+            from dm_control.mujoco.engine import Camera
+
+            self._segmenter = Camera(physics, height=self._size, width=self._size, camera_id=self._camera)
+        return self._segmenter.render(segmentation=True)
+
+
+def check_distract(distract: str, obs: str) -> None:
+    """A one-line ValueError for an unknown distract value, or a distraction without pixels to distract."""
+    if distract not in DISTRACTIONS:
+        raise ValueError(f"distract={distract!r} is not supported: the dmc suite has distract='none', 'noise' or 'color'")
+    if distract != "none" and obs == "proprio":
+        raise ValueError(f"distract={distract!r} needs pixels: set obs='pixels' or 'both', or distract='none' with obs='proprio'")
 
 
 def episode_flags(time_step: Any) -> tuple[bool, bool]:

@@ -156,12 +156,15 @@ def hydra_main(cfg: DictConfig) -> None:
         if isinstance(cfg.episodes, bool) or not isinstance(cfg.episodes, int) or cfg.episodes < 1:
             raise UserError(f"config value episodes={cfg.episodes!r} is invalid: expected an integer >= 1")
         # The checkpoint decides the environment and the dynamics backend; naming others is a mistake.
-        check_env, check_dynamics = _overridden("env"), _overridden("dynamics")
-        for checkpoint in checkpoints if check_env or check_dynamics else []:
+        check_env, check_dynamics, check_objective = _overridden("env"), _overridden("dynamics"), _overridden("objective")
+        for checkpoint in checkpoints if check_env or check_dynamics or check_objective else []:
             saved_cfg = OmegaConf.create(load_checkpoint(checkpoint)["config"])
             dynamics = saved_cfg.dynamics.name if "dynamics" in saved_cfg else "rssm"  # runs before 0.3: RSSM
             if check_dynamics and dynamics != cfg.dynamics.name:
                 raise UserError(f"checkpoint {checkpoint} has {dynamics} dynamics, not {cfg.dynamics.name}")
+            objective = saved_cfg.objective.name if "objective" in saved_cfg else "recon"  # runs before 0.4: recon
+            if check_objective and objective != cfg.objective.name:
+                raise UserError(f"checkpoint {checkpoint} has the {objective} objective, not {cfg.objective.name}")
             if check_env:
                 saved = saved_cfg.env
                 if OmegaConf.to_container(saved) != OmegaConf.to_container(cfg.env):

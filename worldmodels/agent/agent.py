@@ -64,11 +64,13 @@ class Agent(nn.Module):
         precision: compute precision of the forward passes of updates and acting, `float32` or `bf16`
             (see `autocast`); it may be changed between calls, since it does not change the weights.
         dynamics: the `dynamics=` config, the latent dynamics backend (worldmodels/dynamics/__init__.py); None: RSSM.
+        objective: the `objective=` config, the representation objective (worldmodels/objectives/__init__.py);
+            None: reconstruction.
     """
 
     def __init__(
         self, obs_space: gym.Space, act_space: gym.Space, model: dict[str, Any], agent: dict[str, Any], device: str = "cpu",
-        precision: str = "float32", dynamics: dict[str, Any] | None = None,
+        precision: str = "float32", dynamics: dict[str, Any] | None = None, objective: dict[str, Any] | None = None,
     ):
         super().__init__()
         if precision not in PRECISIONS:
@@ -77,11 +79,13 @@ class Agent(nn.Module):
         self.obs_keys = obs_shapes(obs_space)
         self.action_dim, self.discrete = action_spec(act_space)
         self.cfg = dict(agent)
-        self.scales = dict(agent["loss_scales"])
         bins = twohot_bins(int(agent["bins"]))
         widths = {k: model[k] for k in ("deter", "hidden", "stoch", "classes", "blocks", "units", "depth", "enc_layers", "dec_layers", "head_layers")}
         self.wm = WorldModel(self.obs_keys, self.action_dim, bins=bins, unimix=agent["unimix"], free_bits=agent["free_bits"],
-                             dynamics=dynamics, cpu=torch.device(device).type == "cpu", **widths)
+                             dynamics=dynamics, objective=objective, dec_scale=agent["loss_scales"]["dec"],
+                             cpu=torch.device(device).type == "cpu", **widths)
+        # The objective's own terms (recon and masked: `dec`, scaled by loss_scales.dec) replace `dec`.
+        self.scales = {**{k: v for k, v in agent["loss_scales"].items() if k != "dec"}, **self.wm.objective.scales}
         feat = self.wm.dynamics.feat_dim
         self.actor = Actor(feat, self.action_dim, self.discrete, model["units"], model["actor_layers"])
         self.critic = TwoHotHead(feat, model["units"], model["critic_layers"], bins)
@@ -316,6 +320,7 @@ class Agent(nn.Module):
                 rate = self.cfg["slow_rate"]
                 for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
                     slow.lerp_(fast, rate)
+            self.wm.objective.update_targets()  # selfpred's slow target encoder
         else:
             self.opt.zero_grad(set_to_none=True)
         metrics["loss/total"] = total.detach()

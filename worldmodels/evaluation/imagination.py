@@ -55,11 +55,16 @@ class Predictor(Protocol):
 
 
 class WorldModelPredictor:
-    """Open-loop predictions of an Agent's world model, in observation units."""
+    """Open-loop predictions of an Agent's world model, in observation units.
+
+    A world model without a decoder (objective=contrastive or selfpred) predicts no observations: its open-loop
+    predictions carry `embed_error` (N, H) instead, the objective's distance between the embedding predicted from
+    the imagined state and that of the real observation (1 - cosine), and `obs_keys` is empty.
+    """
 
     def __init__(self, agent, batch: int = 256):
         self.agent, self.batch = agent, batch
-        self.obs_keys = sorted(agent.obs_keys)
+        self.obs_keys = sorted(agent.obs_keys) if agent.wm.decoder is not None else []
 
     def _tensors(self, window: Arrays) -> dict[str, torch.Tensor]:
         device = self.agent.device
@@ -87,7 +92,11 @@ class WorldModelPredictor:
             state = wm.dynamics.imagine_step(state, data["action"][:, t - 1])
             feats.append(wm.dynamics.feat(state))
         feat = torch.stack(feats, 1)
-        out = {k: v.cpu().numpy() for k, v in wm.decoder.predict(feat).items()}
+        if wm.decoder is not None:
+            out = {k: v.cpu().numpy() for k, v in wm.decoder.predict(feat).items()}
+        else:
+            future = {k: v[:, context:] for k, v in data.items() if k in self.agent.obs_keys}
+            out = {"embed_error": wm.objective.embedding_error(feat, future, wm.encoder).cpu().numpy()}
         out["reward"] = wm.reward.mean(feat).cpu().numpy()
         out["cont"] = wm.cont.prob(feat).cpu().numpy()
         return out
@@ -111,10 +120,12 @@ class WorldModelPredictor:
 
 
 def openloop_metrics(predictor: Predictor, window: Arrays, context: int) -> dict[str, np.ndarray]:
-    """Per-horizon errors (H,), averaged over windows: observation MSE per key (raw units), reward MSE and
-    absolute error, continue-flag accuracy."""
+    """Per-horizon errors (H,), averaged over windows: observation MSE per key (raw units), or the embedding-prediction
+    error of a model without a decoder; reward MSE and absolute error, continue-flag accuracy."""
     pred = predictor.open_loop(window, context)
     metrics = {}
+    if "embed_error" in pred:
+        metrics["embed_error"] = pred["embed_error"].astype(np.float64).mean(0)
     for key in predictor.obs_keys:
         image = window[key].dtype == np.uint8
         scale = 255.0 if image else 1.0  # images are compared in [0, 1]

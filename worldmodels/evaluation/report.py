@@ -22,6 +22,9 @@ def build_report(
     report: dict[str, Any] = {"context": context, "horizon": horizon, "windows": len(window["reward"])}
     report.update({f"openloop/{name}": [float(x) for x in curve] for name, curve in curves.items()})
     report.update(summarize(curves))
+    if "embed_error" in curves:
+        report["note"] = ("no decoder (a contrastive or self-predictive objective): the open-loop observation error is "
+                          "replaced by the embedding-prediction error, openloop/embed_error (1 - cosine)")
     report.update({f"imagination/{k}": v for k, v in imagination_gap(predictor, window, context, env).items()})
     example = {k: v[:1] for k, v in window.items() if k != "sim_state"}
     report["_example"] = {"truth": example, "pred": predictor.open_loop(example, context)}
@@ -109,7 +112,7 @@ def plot_report(report: dict[str, Any], out: Path) -> list[Path]:
     plt = _plt()
     files = [plot_curves({"model": report}, out / "openloop_error.png")]
     truth, pred, context = report["_example"]["truth"], report["_example"]["pred"], report["context"]
-    keys = [k for k in pred if k not in ("reward", "cont")]
+    keys = [k for k in pred if k in truth and k not in ("reward", "cont")]  # observations (none without a decoder)
     dims = [(k, d) for k in keys if truth[k].ndim == 3 for d in range(truth[k].shape[2])]
     steps = np.arange(truth["reward"].shape[1])
     if dims:  # vector keys: predicted against true trajectory of every dimension, four panels a row
@@ -154,4 +157,5 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
     for key in keys:
         cells = "".join(f"{reports[c].get(key, float('nan')):>24.4g}" for c in cols)
         lines.append(key.ljust(width) + cells)
+    lines += [f"{c}: {reports[c]['note']}" for c in cols if "note" in reports[c]]
     return "\n".join(lines)

@@ -72,6 +72,8 @@ def load_agent_state(agent: torch.nn.Module, state: dict[str, torch.Tensor], whe
     mis-shaped parameters), e.g. for a checkpoint written by an older version of the model."""
     # Before 0.3 the dynamics were always an RSSM, stored as `wm.rssm.*`.
     state = {k.replace("wm.rssm.", "wm.dynamics.", 1) if k.startswith("wm.rssm.") else k: v for k, v in state.items()}
+    # Before 0.4 the decoder belonged to the world model, `wm.decoder.*`; it is now the recon objective's.
+    state = {k.replace("wm.decoder.", "wm.objective.decoder.", 1) if k.startswith("wm.decoder.") else k: v for k, v in state.items()}
     own = agent.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

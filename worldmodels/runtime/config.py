@@ -66,6 +66,7 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
     for key in ("deter", "hidden", "stoch", "classes", "blocks", "depth", "units"):
         _int(cfg, f"model.{key}", 1)
     _validate_dynamics(cfg)
+    _validate_objective(cfg)
     for key in ("enc_layers", "dec_layers", "head_layers", "actor_layers", "critic_layers"):
         _int(cfg, f"model.{key}", 0)
     if cfg.model.deter % cfg.model.blocks:
@@ -142,9 +143,20 @@ def _validate_dynamics(cfg: DictConfig) -> None:
             raise UserError(f"config value {e}") from None
 
 
+def _validate_objective(cfg: DictConfig) -> None:
+    if "objective" not in cfg:  # the config of a checkpoint before 0.4: a reconstruction run
+        return
+    from worldmodels.objectives import check_options
+
+    try:
+        check_options(OmegaConf.to_container(cfg.objective, resolve=True))
+    except ValueError as e:
+        raise UserError(f"config value {e}") from None
+
+
 # Settings a resumed run must share with the run it continues: they shape the networks, the
 # environment and what the replay holds. Everything else (steps, intervals, ratios) may change.
-RESUME_FIXED = ("env", "model", "dynamics", "agent.bins")
+RESUME_FIXED = ("env", "model", "dynamics", "objective", "agent.bins")
 
 
 def _plain(value: Any) -> Any:
@@ -154,7 +166,7 @@ def _plain(value: Any) -> Any:
 # Environment options added after runs were saved, with the value that gives those runs' behaviour: a run saved
 # without one resumes when it has that value now (the gym suite taking any Gymnasium space, envs/spaces.py).
 ADDED_ENV_OPTIONS = {"entry_point": None, "kwargs": None, "keys": ".*", "exclude": "", "joint_actions": 64, "size": 64,
-                     "num_envs": 1, "vector": "auto"}
+                     "num_envs": 1, "vector": "auto", "distract": "none"}
 # Environment options that may change on resume: where the env copies run (env.num_envs may not: each env has its
 # own replay stream).
 FREE_ENV_OPTIONS = ("vector",)
@@ -171,6 +183,10 @@ def resume_conflict(saved: DictConfig, new: DictConfig) -> str | None:
             before, after = before or {"name": "rssm"}, after or {"name": "rssm"}
             if before.get("name") != after.get("name"):
                 return f"the run's dynamics backend is {before.get('name')}, not {after.get('name')}"
+        if key == "objective":  # runs before 0.4 had no choice: they reconstruct
+            before, after = before or {"name": "recon"}, after or {"name": "recon"}
+            if before.get("name") != after.get("name"):
+                return f"the run's objective is {before.get('name')}, not {after.get('name')}"
         if before == after:
             continue
         if isinstance(before, dict) and isinstance(after, dict):

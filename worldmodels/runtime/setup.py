@@ -167,6 +167,8 @@ def make_agent(cfg: DictConfig, env: gym.Env) -> Agent:
             device=cfg.device,
             # checkpoints before 0.3 have no `dynamics`: they are RSSM runs
             dynamics=OmegaConf.to_container(cfg.dynamics, resolve=True) if "dynamics" in cfg else None,
+            # ... and before 0.4 no `objective`: they reconstruct
+            objective=OmegaConf.to_container(cfg.objective, resolve=True) if "objective" in cfg else None,
         )
     except ValueError as e:
         raise UserError(f"env {cfg.env.suite}/{cfg.env.id}: {e}") from None
