@@ -39,9 +39,12 @@ SPECS = {
 }
 
 
-def agent_with(objective: str | None, seed: int = 0) -> Agent:
+TRANSFORMER = {"name": "transformer", "d_model": 32, "layers": 1, "heads": 2, "context": 4}
+
+
+def agent_with(objective: str | None, seed: int = 0, dynamics: dict | None = None) -> Agent:
     torch.manual_seed(seed)
-    return Agent(OBS, ACT, TINY_MODEL, TINY_AGENT, objective=SPECS[objective] if objective else None)
+    return Agent(OBS, ACT, TINY_MODEL, TINY_AGENT, objective=SPECS[objective] if objective else None, dynamics=dynamics)
 
 
 # -- the losses on hand-made inputs -------------------------------------------------------------------------------
@@ -166,9 +169,10 @@ def test_recon_is_the_default_and_loads_checkpoints_from_before_objectives():
     assert all(torch.equal(v, default.state_dict()[k]) for k, v in fresh.state_dict().items())
 
 
+@pytest.mark.parametrize("dynamics", [None, TRANSFORMER], ids=["rssm", "transformer"])
 @pytest.mark.parametrize("name", ["masked", "contrastive", "selfpred"])
-def test_each_objective_trains_every_network_it_owns(name: str):
-    agent = agent_with(name)
+def test_each_objective_trains_every_network_it_owns(name: str, dynamics: dict | None):
+    agent = agent_with(name, dynamics=dynamics)
     before = {k: v.clone() for k, v in agent.wm.objective.named_parameters()}
     metrics = agent.train_step(make_batch(2, 6))
     term = {"masked": "dec", "contrastive": "contrastive", "selfpred": "selfpred"}[name]
