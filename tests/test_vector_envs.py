@@ -256,16 +256,18 @@ class PointMass(gymnasium.vector.VectorEnv):
     [-2, 2], which must come as a torch tensor; reward: minus the distance from 0. Env i truncates after `length + i`
     steps, so the envs end their episodes at different steps. `autoreset`: Gymnasium's NextStep, SameStep or Disabled.
     `fail_at`: the vector step at which step() raises once (in this process), to test a failure of the whole env.
+    `image`: an "image" observation too, (N, 8, 8, 3) uint8 with a red column where the mass is, for videos.
     """
 
     metadata: ClassVar[dict[str, Any]] = {}
     failed: ClassVar[list[int]] = []
 
-    def __init__(self, num_envs: int = 3, length: int = 9, autoreset: str = "NextStep", fail_at: int = 0):
-        self.num_envs, self.length, self.fail_at = num_envs, length, fail_at
+    def __init__(self, num_envs: int = 3, length: int = 9, autoreset: str = "NextStep", fail_at: int = 0, image: bool = False):
+        self.num_envs, self.length, self.fail_at, self.image = num_envs, length, fail_at, image
         self.metadata = {"autoreset_mode": AutoresetMode(autoreset)}
         self.single_observation_space = spaces.Dict({"body": spaces.Box(-np.inf, np.inf, (2,), np.float32),
-                                                     "env": spaces.Box(0, num_envs, (1,), np.float32)})
+                                                     "env": spaces.Box(0, num_envs, (1,), np.float32),
+                                                     **({"image": spaces.Box(0, 255, (8, 8, 3), np.uint8)} if image else {})})
         self.single_action_space = spaces.Box(-2.0, 2.0, (1,), np.float32)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -282,7 +284,12 @@ class PointMass(gymnasium.vector.VectorEnv):
         self.needs_reset &= ~mask
 
     def _obs(self) -> dict[str, torch.Tensor]:
-        return {"body": torch.stack([self.x, self.v], -1), "env": torch.arange(self.num_envs, dtype=torch.float32)[:, None]}
+        obs = {"body": torch.stack([self.x, self.v], -1), "env": torch.arange(self.num_envs, dtype=torch.float32)[:, None]}
+        if self.image:
+            column = ((self.x.clamp(-1, 1) + 1) * 3.5).round().long()
+            obs["image"] = torch.zeros(self.num_envs, 8, 8, 3, dtype=torch.uint8)
+            obs["image"][torch.arange(self.num_envs), :, column, 0] = 255
+        return obs
 
     def reset(self, *, seed=None, options=None):
         if seed is not None:
@@ -383,3 +390,70 @@ def test_vector_driver_on_numpy_copies_records_like_the_single_driver():
     for a, b in zip(mine, single):
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     vector.close()
+
+
+class Push:
+    """Pushes every point mass with the same force (a torch action, as a batched env on a device takes them)."""
+
+    discrete = False
+
+    def policy(self, obs, carry, mode="sample"):
+        return torch.full((len(obs["is_first"]), 1), 0.5), carry
+
+
+@pytest.mark.parametrize("autoreset", ["NextStep", "SameStep", "Disabled"])
+def test_vector_driver_records_whole_episodes_of_a_batched_env(autoreset):
+    """record(n): n complete episodes, as `episodes` picks them (each env's first ones, env by env), whose steps agree
+    with their stats; the same again from the same seed. NextStep: a failure of the whole env in the middle cuts the
+    episodes it was in, which are not recorded."""
+    fail = 3 if autoreset == "NextStep" else 0
+
+    def make(fail_at=0):
+        return PointMass(num_envs=3, length=4, autoreset=autoreset, fail_at=fail_at, image=True)
+
+    runs = []
+    for fail_at in (fail, 0):
+        driver = VectorDriver(make(fail_at), Push(), "mode", recreate=make)
+        with pytest.warns(UserWarning, match="lost its device") if fail_at else warnings.catch_warnings():
+            runs.append(driver.record(5))
+        PointMass.failed.clear()
+    for recorded, stats in runs:
+        assert [s["env"] for s in stats] == [0, 0, 1, 1, 2] and len(recorded) == 5
+        for episode, s in zip(recorded, stats):
+            length = 4 + s["env"]  # env i truncates after 4 + i steps
+            assert set(episode) == {"body", "env", "image", "reward", "is_first", "is_last", "is_terminal", "action"}
+            assert s["length"] == length and len(episode["reward"]) == length + 1  # the reset observation, then a step each
+            assert episode["reward"].sum() == pytest.approx(s["return"], rel=1e-5) and episode["reward"][0] == 0
+            assert episode["is_first"].tolist() == [True] + [False] * length
+            assert episode["is_last"].tolist() == [False] * length + [True]
+            assert not episode["is_terminal"].any() and (episode["env"] == s["env"]).all()
+            assert episode["image"].shape == (length + 1, 8, 8, 3) and episode["image"].dtype == np.uint8
+            assert episode["action"].shape == (length + 1, 1) and (episode["action"][:-1] == 0.5).all()
+            assert np.allclose(episode["body"][1:, 1], 0.05 * np.arange(1, length + 1))  # pushed from rest: one episode
+    (cut, cut_stats), (whole, whole_stats) = runs  # the rebuilt env starts as the fresh one: the failure only cost time
+    assert cut_stats == whole_stats
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(cut, whole) for k in a)
+
+
+def test_a_batched_env_gets_evaluation_videos_and_an_evaluate_report(tmp_path):
+    """Evaluation videos of an image key of a batched env during training, and worldmodels.evaluate on its checkpoint:
+    the policy's returns over episodes of its envs and the open-loop report (no replayed_*: no simulator states)."""
+    from envs.load import register_factory
+    from worldmodels.evaluate import evaluate
+
+    from tbtools import tb_images
+
+    def factory():
+        return PointMass(autoreset="SameStep", image=True)
+
+    run = worldmodels.fit(factory, [*TINY, f"run.dir={tmp_path / 'run'}", "run.steps=45", "run.eval_episodes=2",
+                                    "run.video_every=1000"], name="PointMassImage")
+    step = load_checkpoint(run / "checkpoints")["step"]
+    assert [v.name for v in (run / "videos").glob("eval_*.gif")] == [f"eval_{step}_image.gif"]  # the final evaluation
+    assert [im.step for im in tb_images(run / "tb")["eval/video_image"]] == [step]
+    with register_factory("PointMassImage", factory):
+        report = evaluate([str(run / "checkpoints" / "latest")], episodes=2, context=3, horizon=5, starts=4)[f"run@{step}"]
+    assert len(report["returns"]) == 2 and report["policy/length_mean"] == 9.5  # env 0's 9 steps and env 1's 10
+    assert report["horizon"] == 5 and len(report["openloop/obs_mse/image"]) == 5 and "imagination/gap" in report
+    assert not any("replayed" in key for key in report)
+    assert (Path(report["saved"]) / "summary.json").exists()

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from worldmodels.evaluation.imagination import WorldModelPredictor
 from worldmodels.evaluation.report import build_report, plot_curves, table, write_report
 from worldmodels.runtime.checkpoint import load_agent_state, load_checkpoint
-from worldmodels.runtime.driver import Driver
+from worldmodels.runtime.driver import Driver, VectorDriver
 from worldmodels.runtime.errors import UserError, exit_with
 from worldmodels.runtime.setup import CONFIG_DIR, entry_point, make_agent, make_env, seed_everything
 
@@ -49,15 +49,15 @@ def load_agent(checkpoint: str, payload: dict[str, Any], device: str) -> tuple[D
 
 
 def policy_episodes(cfg: DictConfig, agent: Any, episodes: int, seed: int, mode: str) -> tuple[list, dict[str, Any]]:
-    """Recorded episodes of the policy and its return statistics."""
+    """Recorded episodes of the policy and its return statistics. An env that is already batched (a
+    gymnasium.vector.VectorEnv) runs them in its envs at once (VectorDriver.record), with no simulator states."""
     seed_everything(seed)
     env = make_env(cfg.env, seed + 20_000)
-    if not isinstance(env, gym.Env):
-        env.close()
-        raise UserError(f"evaluate records single envs: {cfg.env.id} is already batched (a gymnasium.vector.VectorEnv); "
-                        "its evaluation returns are in the run's metrics (eval/return)")
-    recorded, stats = Driver(env, agent, mode, cfg.env.action_repeat).record(episodes, sim_state=True)
-    env.close()
+    driver = (VectorDriver if isinstance(env, gym.vector.VectorEnv) else Driver)(env, agent, mode, cfg.env.action_repeat)
+    try:
+        recorded, stats = driver.record(episodes, sim_state=True)
+    finally:
+        driver.close()
     returns = np.array([s["return"] for s in stats], dtype=np.float64)
     policy = {
         "policy/return_mean": float(returns.mean()),
@@ -114,11 +114,13 @@ def evaluate(
             shared, fitted = recorded, fit_horizon(recorded, context, horizon)
         report = {}
         if fitted:
-            replay_env = make_env(cfg.env, seed + 30_000)  # imagined actions are replayed here from recorded states
+            # imagined actions are replayed here from recorded simulator states (none from a batched env: no replayed_*)
+            replay_env = make_env(cfg.env, seed + 30_000) if "sim_state" in shared[0] else None
             try:
                 report = build_report(WorldModelPredictor(agent), shared, context, fitted, starts, replay_env)
             finally:
-                replay_env.close()
+                if replay_env is not None:
+                    replay_env.close()
         report = {"checkpoint": checkpoint, "env": f"{cfg.env.suite}/{cfg.env.id}", "step": int(payload["step"]),
                   "episodes": episodes, "mode": mode, **policy, **report}
         run_dir = run_dir_of(Path(checkpoint))

@@ -252,7 +252,7 @@ class Trainer:
     def evaluate(self, video: bool = False) -> float:
         """Mean return of `run.eval_episodes` evaluation episodes; with `video`, the first one of each image key
         is saved as videos/eval_<step>_<key>.gif and as an animated image in TensorBoard (Images tab)."""
-        if not video or isinstance(self.eval_driver, VectorDriver):  # no videos of an env that is already batched
+        if not video:
             return float(np.mean([s["return"] for s in self.eval_driver.episodes(self.cfg.run.eval_episodes)]))
         episodes, stats = self.eval_driver.record(self.cfg.run.eval_episodes)
         for key, frames in episodes[0].items():

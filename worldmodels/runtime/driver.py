@@ -260,10 +260,14 @@ class VectorDriver:
     def _done(self, index: np.ndarray) -> list[dict[str, float]]:
         return [{"return": float(self.returns[i]), "length": int(self.lengths[i]), "env": int(i)} for i in index]
 
-    def step(self, on_step: Callable[[list[tuple[int, Step]]], None] | None = None) -> tuple[int, list[dict[str, float]]]:
+    def step(
+        self, on_step: Callable[[list[tuple[int, Step]]], None] | None = None, only: np.ndarray | None = None
+    ) -> tuple[int, list[dict[str, float]]]:
         """Act once in every env. Returns (env steps taken, summed over envs; stats of the episodes that ended, with
-        their env index under `env`)."""
+        their env index under `env`). `only` (a boolean mask over the envs) limits what `on_step` gets, and what is
+        converted to NumPy for it, to those envs' steps."""
         n = self.num_envs
+        rows = np.arange(n) if only is None else np.flatnonzero(only)
         if self.pending is None:
             result = self._call(self.env.reset)
             if result is None:
@@ -275,9 +279,9 @@ class VectorDriver:
         batch = self.pending
         action, self.carry = self.agent.policy(batch, self.carry, self.mode)
         actions = action.cpu().numpy().astype(np.float32)
-        if on_step is not None:
-            arrays = {k: to_numpy(v) for k, v in batch.items()}
-            on_step([(i, {**{k: v[i] for k, v in arrays.items()}, "action": actions[i]}) for i in range(n)])
+        if on_step is not None and len(rows):
+            arrays = {k: _rows(v, rows) for k, v in batch.items()}
+            on_step([(int(i), {**{k: v[j] for k, v in arrays.items()}, "action": actions[i]}) for j, i in enumerate(rows)])
         last = batch["is_last"]
         done = self._done(np.flatnonzero(last))  # NEXT_STEP: acting on a final observation ends the episode
         result = self._call(self.env.step, self._env_action(action))
@@ -305,27 +309,71 @@ class VectorDriver:
                         return self.repeat * int(moved.sum()), done
                     obs = _select(ended, result[0], obs)
                     self._copy_failures(result[1])
-                if on_step is not None:
-                    on_step([(int(i), _final_step(final, i, reward[i], bool(terminal[i]), actions.shape[1:])) for i in np.flatnonzero(ended)])
+                shown = ended if only is None else ended & only
+                if on_step is not None and shown.any():
+                    on_step([(int(i), _final_step(final, i, reward[i], bool(terminal[i]), actions.shape[1:])) for i in np.flatnonzero(shown)])
                 done += self._done(np.flatnonzero(ended))
             first = ~moved | ended
             self.pending = self._batch(obs, np.where(first, 0.0, reward), first, np.zeros(n, bool), np.zeros(n, bool))
         self.returns[first], self.lengths[first] = 0.0, 0
         return self.repeat * int(moved.sum()), done
 
-    def episodes(self, count: int) -> list[dict[str, float]]:
-        """`count` whole episodes from fresh resets (for evaluation): the first episodes of every env, env by env, so
-        short episodes are not favoured; returns their stats."""
-        self.pending, self.carry = None, None
+    def _quota(self, count: int) -> list[int]:
+        """How many of `count` evaluation episodes each env runs: as even a share as can be, the lower envs first."""
         n = self.num_envs
-        need = [count // n + (i < count % n) for i in range(n)]
-        got: list[list[dict[str, float]]] = [[] for _ in range(n)]
+        return [count // n + (i < count % n) for i in range(n)]
+
+    def episodes(self, count: int, on_step: Callable[[list[tuple[int, Step]]], None] | None = None) -> list[dict[str, float]]:
+        """`count` whole episodes from fresh resets (for evaluation): the first episodes of every env, env by env, so
+        short episodes are not favoured; returns their stats. `on_step` gets the steps of the envs that still owe
+        episodes (as `step` gives them)."""
+        self.pending, self.carry = None, None
+        need = self._quota(count)
+        got: list[list[dict[str, float]]] = [[] for _ in range(self.num_envs)]
         while any(len(g) < k for g, k in zip(got, need)):
-            _, done = self.step()
+            owing = np.array([len(g) < k for g, k in zip(got, need)])
+            _, done = self.step(on_step, owing if on_step is not None else None)
             for stats in done:
                 if len(got[stats["env"]]) < need[stats["env"]]:
                     got[stats["env"]].append(stats)
         return [stats for per_env in got for stats in per_env]
+
+    def record(self, count: int, sim_state: bool = False) -> tuple[list[dict[str, np.ndarray]], list[dict[str, float]]]:
+        """Run `count` whole episodes as `episodes` picks them and keep their steps: one dict of arrays (L, ...) per
+        episode (as Driver.record gives them), in the order of their stats. Each env grows one episode at a time; only
+        the steps of envs that still owe episodes are converted to NumPy. `sim_state` is accepted for the same call as
+        Driver.record and ignored: a batched env has no per-env simulator state to record."""
+        del sim_state
+        growing: list[list[Step]] = [[] for _ in range(self.num_envs)]
+        ended: list[list[list[Step]]] = [[] for _ in range(self.num_envs)]
+
+        def keep(steps: list[tuple[int, Step]]) -> None:
+            for i, step in steps:
+                if step["is_first"]:  # a new episode; one cut short by a failure (no is_last) is dropped
+                    growing[i] = []
+                growing[i].append({k: np.array(v) for k, v in step.items()})  # copies: an env may reuse its buffers
+                if step["is_last"]:
+                    ended[i].append(growing[i])
+                    growing[i] = []
+
+        stats = self.episodes(count, keep)
+        need = self._quota(count)
+        episodes = [
+            {key: np.stack([s[key] for s in steps]) for key in steps[0]} for i in range(self.num_envs) for steps in ended[i][: need[i]]
+        ]
+        assert len(episodes) == len(stats), (len(episodes), len(stats))
+        return episodes, stats
+
+
+def _rows(value: Any, rows: np.ndarray) -> np.ndarray:
+    """Rows `rows` of a batched leaf (NumPy or torch, on any device) as NumPy, converting only those."""
+    if len(rows) == len(value):  # every env: no copy
+        return to_numpy(value)
+    if is_torch(value):
+        import torch
+
+        return to_numpy(value[torch.as_tensor(rows, device=value.device)])
+    return np.asarray(value)[rows]
 
 
 def _select(mask: np.ndarray, where_true: dict[str, Any], where_false: dict[str, Any]) -> dict[str, Any]:
