@@ -84,7 +84,7 @@ class DMCEnv(gymnasium.Env):
         self.render_mode = "rgb_array"
         self._distractor = None if distract == "none" else Distractor(distract, self._size, self._size)
         self._planes = None if self._distractor is None else plane_geoms(env.physics.model)
-        self._segmenter: Any = None  # a dm_control Camera kept for the segmentation renders, built on first use
+        self._cameras = KeptCameras()  # the dm_control Camera of the renders, built on first use
         observations = {}
         if self._proprio:
             specs = env.observation_spec()
@@ -130,7 +130,7 @@ class DMCEnv(gymnasium.Env):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._segmenter = None
+            self._cameras.free()
             self._env.close()
             self._env.physics.free()  # releases the GL context now rather than at interpreter exit
 
@@ -144,25 +144,46 @@ class DMCEnv(gymnasium.Env):
         return observation
 
     def _render(self) -> np.ndarray:
-        physics = self._env.physics
         try:
-            frame = physics.render(height=self._size, width=self._size, camera_id=self._camera)
-            if self._distractor is not None:
-                segmentation = self._segmentation(physics)
+            camera = self._cameras.get(self._env.physics, self._size, self._size, self._camera)
+            frame = np.array(camera.render(), dtype=np.uint8, order="C")  # a copy: the camera reuses its buffer,
+            if self._distractor is not None:  # which this (H, W, 2) render of object ids and types overwrites
+                segmentation = camera.render(segmentation=True)
         except Exception as error:
             raise rendering_error(error) from error
-        if self._distractor is not None:  # composite makes a new array, as the copy below does
+        if self._distractor is not None:
             return composite(frame, background_mask(segmentation, self._planes), self._distractor.background())
-        return np.array(frame, dtype=np.uint8, order="C")  # a copy: the renderer reuses its buffer
+        return frame
 
-    def _segmentation(self, physics: Any) -> np.ndarray:
-        """(H, W, 2) object ids and types of the view, as physics.render(segmentation=True) gives them, from one kept
-        Camera: physics.render builds a new Camera (and its scene) each call, which costs more than this render."""
-        if self._segmenter is None:
+
+class KeptCameras:
+    """dm_control Cameras kept for the life of an env, one per (height, width, camera_id) of one physics.
+
+    physics.render(height, width, camera_id=...) builds a new Camera, and allocates its scene, on every call: more than
+    a small render itself costs. A kept Camera's render() gives the same pixels (and segmentation=True the same ids).
+    Cameras of another physics object (a reloaded model) are freed and rebuilt; free() releases them all.
+    """
+
+    def __init__(self) -> None:
+        self._physics: Any = None
+        self._cameras: dict[tuple[int, int, int], Any] = {}
+
+    def get(self, physics: Any, height: int, width: int, camera_id: int) -> Any:
+        if physics is not self._physics:
+            self.free()
+            self._physics = physics
+        key = (int(height), int(width), int(camera_id))
+        if key not in self._cameras:
             from dm_control.mujoco.engine import Camera
 
-            self._segmenter = Camera(physics, height=self._size, width=self._size, camera_id=self._camera)
-        return self._segmenter.render(segmentation=True)
+            self._cameras[key] = Camera(physics, height=key[0], width=key[1], camera_id=key[2])
+        return self._cameras[key]
+
+    def free(self) -> None:
+        for camera in self._cameras.values():
+            camera.scene.free()  # as physics.render frees each of its cameras' scenes
+        self._cameras.clear()
+        self._physics = None
 
 
 def check_distract(distract: str, obs: str) -> None:

@@ -18,9 +18,10 @@ pytest.importorskip("dm_control", reason="dm-control is not installed: pip insta
 
 import dm_env  # dm_control's own dependency
 from dm_control import suite
+from dm_control.mujoco import engine
 
 import envs
-from envs.dmc import episode_flags, make_dmc, split_task
+from envs.dmc import KeptCameras, episode_flags, make_dmc, split_task
 
 from envtools import assert_same_trace, rollout
 
@@ -153,6 +154,62 @@ def test_seeded_pixels_are_identical(built):
     np.testing.assert_array_equal(first.reset()[0]["image"], second.reset()[0]["image"])
 
 
+# ---- rendering through a kept camera ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "task, size, camera",
+    [("cartpole-swingup", 64, 0), ("walker-walk", 64, 0), ("cartpole-swingup", 84, 1), ("walker-walk", 84, 1)],
+)
+def test_pixels_equal_physics_render(built, task, size, camera):
+    """Every frame, across steps of a moving task and a new episode, is bit for bit what physics.render gives for the
+    same state (which builds a new Camera per call); one Camera serves the env's life, and suite envs keep their
+    physics object across reset()."""
+    env = built(task, obs="pixels", size=size, camera=camera, seed=0, action_repeat=1)
+    physics = env.unwrapped._env.physics
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(2):  # the second reset starts a new episode
+        observation = env.reset()[0]
+        assert env.unwrapped._env.physics is physics
+        for step in range(5):
+            frames.append(observation["image"])
+            np.testing.assert_array_equal(frames[-1], physics.render(size, size, camera_id=camera))
+            if step < 4:
+                observation = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))[0]
+        np.testing.assert_array_equal(env.render(), physics.render(size, size, camera_id=camera))
+    assert len({frame.tobytes() for frame in frames}) > 5  # the task moves: a stale frame would show
+    assert list(env.unwrapped._cameras._cameras) == [(size, size, camera)]
+
+
+def test_close_frees_the_kept_camera(built):
+    env = built("cartpole-swingup", obs="pixels", seed=0)
+    env.reset()
+    cameras = env.unwrapped._cameras
+    assert len(cameras._cameras) == 1
+    env.close()
+    assert cameras._cameras == {} and cameras._physics is None
+    env.close()  # a second close is a no-op, as before
+
+
+def test_kept_cameras_follow_the_physics_object():
+    """A camera is never reused across physics objects (a task that reloaded its model): it is freed and rebuilt."""
+    first, second = suite.load("cartpole", "swingup"), suite.load("cartpole", "swingup")
+    cameras = KeptCameras()
+    try:
+        camera = cameras.get(first.physics, 32, 32, 0)
+        assert cameras.get(first.physics, 32, 32, 0) is camera and cameras.get(first.physics, 16, 32, 0) is not camera
+        rebuilt = cameras.get(second.physics, 32, 32, 0)
+        assert rebuilt is not camera and list(cameras._cameras) == [(32, 32, 0)]
+        second.physics.data.qpos[:] = 0.5
+        second.physics.forward()
+        np.testing.assert_array_equal(rebuilt.render(), second.physics.render(32, 32, camera_id=0))
+    finally:
+        cameras.free()
+        first.close()
+        second.close()
+
+
 # ---- names and errors --------------------------------------------------------------------------------------
 
 
@@ -233,7 +290,7 @@ def test_render_failure_names_debian_packages(built, monkeypatch):
     def broken(*args, **kwargs):
         raise AttributeError("'NoneType' object has no attribute 'glGetError'\nsecond line")
 
-    monkeypatch.setattr(env.unwrapped._env.physics, "render", broken)
+    monkeypatch.setattr(engine.Camera, "render", broken)  # the env renders through a kept engine.Camera
     with pytest.raises(RuntimeError, match=r"rendering failed.*glGetError.*libegl1 libgl1-mesa-dri.*libosmesa6") as info:
         env.reset()
     assert "\n" not in str(info.value) and "second line" not in str(info.value)
