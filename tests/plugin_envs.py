@@ -99,6 +99,13 @@ class Unseeded(Arm):
         return self._obs(), info
 
 
+class MissingKey(Arm):
+    def _obs(self):
+        observation = super()._obs()
+        del observation["desired_goal"]
+        return observation
+
+
 class NeverEnds(Arm):
     def step(self, action):
         observation, reward, _, _, info = super().step(action)

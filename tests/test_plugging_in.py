@@ -236,6 +236,7 @@ def test_check_passes_a_good_env(plugin, capsys):
         ("WrongDtype", [r"observation 'achieved_goal' at .* has dtype float64, its space says float32: return np.asarray",
                         r"observation 'desired_goal' at .* has dtype float64"]),
         ("Unseeded", [r"reset\(seed=0\) twice, then the same actions, gave a different observation 'desired_goal' right after"]),
+        ("MissingKey", [r"the observation at the seeding check has no 'desired_goal', which observation_space declares"]),
         ("NeverEnds", [r"no episode ended in 30 random steps: .*env.time_limit=N"]),
         ("BadReward", [r"reward at step 0 of the seeding check is a ndarray of shape \(1,\): return a float",
                        r"terminated at step 0 of the seeding check is an int: return a bool"]),
@@ -258,6 +259,36 @@ def test_check_render_size_and_exclusion(plugin):
         "a power-of-two side; take width= and height= constructor arguments and render at that size")]
     assert diagnose(lambda: plugin.Arm(render_mode="rgb_array", width=32, height=32), steps=25) == []
     assert diagnose(plugin.TextObservation, steps=25, exclude="instruction") == []
+
+
+@pytest.mark.parametrize("autoreset", ["NextStep", "SameStep", "Disabled"])
+def test_check_passes_a_good_batched_env(capsys, autoreset):
+    """An env that is already batched (envtools.PointMass, torch tensors), in each autoreset mode, driven as VectorDriver
+    drives it: random actions as torch tensors, ended envs reset with reset_mask (Disabled), final_obs read (SameStep)."""
+    assert main(["envtools:PointMass", f"autoreset={autoreset}", "image=true", "--steps", "30"]) == 0
+    assert capsys.readouterr().out == (
+        f"envtools:PointMass: ok (batched: 3 envs, autoreset {autoreset}; observation keys: body (2,) float32, env (1,) "
+        "float32, image (8, 8, 3) uint8; action: Box(-1.0, 1.0, (1,), float32))\n")
+    # NumPy copies of a single env (envs.vector.make_vector, as env.num_envs builds them) pass too
+    from envs.vector import make_vector
+
+    assert diagnose(lambda: make_vector(lambda seed: envs.make("dummy", "discrete", length=5, seed=seed), 2, "sync"),
+                    steps=12) == []
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("UnbatchedTarget", r"'target' at the seeding check has shape \(2,\), not \(num_envs, 2\) = \(3, 2\): give every leaf a"),
+        ("ColumnReward", r"reward at step 0 of the seeding check has shape \(3, 1\), not \(num_envs,\) = \(3,\): return one"),
+        ("NoFinalObs", r"env 0 ended at step 8, but info has no 'final_obs': with autoreset SameStep, return the next"),
+    ],
+)
+def test_check_names_the_problem_of_a_batched_env(capsys, name, problem):
+    assert main([f"envtools:{name}", "--steps", "30"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"envtools:{name}: ") and re.search(problem, lines[0]), lines[0]
 
 
 def test_check_program_exit_status(plugin):

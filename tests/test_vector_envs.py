@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium
 import numpy as np
 import pytest
 import torch
-from gymnasium import spaces
-from gymnasium.vector import AutoresetMode
-from gymnasium.vector.utils import batch_space
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -31,6 +28,8 @@ from worldmodels.runtime.driver import VectorDriver
 from worldmodels.runtime.errors import UserError
 from worldmodels.runtime.setup import CONFIG_DIR, process_settings
 from worldmodels.train import Trainer
+
+from envtools import PointMass
 
 # A few hundred env steps of the debug model: enough for updates, replay context and an evaluation.
 TINY = ["model=debug", "run.progress=false", "run.threads=1", "run.train_start=30", "run.train_ratio=16", "batch.size=2",
@@ -246,81 +245,7 @@ def test_windows_are_drawn_uniformly_over_every_streams_windows():
         short.sample(2, 60)
 
 
-# ---- an env that is already batched, in torch ----------------------------------------------------------------------
-
-
-class PointMass(gymnasium.vector.VectorEnv):
-    """`num_envs` point masses on a line, simulated as one batch of torch tensors (as GPU simulators do).
-
-    Observation: {"body": (N, 2) float32 position and velocity, "env": (N, 1) the env's index}; action: a force (N, 1) in
-    [-2, 2], which must come as a torch tensor; reward: minus the distance from 0. Env i truncates after `length + i`
-    steps, so the envs end their episodes at different steps. `autoreset`: Gymnasium's NextStep, SameStep or Disabled.
-    `fail_at`: the vector step at which step() raises once (in this process), to test a failure of the whole env.
-    `image`: an "image" observation too, (N, 8, 8, 3) uint8 with a red column where the mass is, for videos.
-    """
-
-    metadata: ClassVar[dict[str, Any]] = {}
-    failed: ClassVar[list[int]] = []
-
-    def __init__(self, num_envs: int = 3, length: int = 9, autoreset: str = "NextStep", fail_at: int = 0, image: bool = False):
-        self.num_envs, self.length, self.fail_at, self.image = num_envs, length, fail_at, image
-        self.metadata = {"autoreset_mode": AutoresetMode(autoreset)}
-        self.single_observation_space = spaces.Dict({"body": spaces.Box(-np.inf, np.inf, (2,), np.float32),
-                                                     "env": spaces.Box(0, num_envs, (1,), np.float32),
-                                                     **({"image": spaces.Box(0, 255, (8, 8, 3), np.uint8)} if image else {})})
-        self.single_action_space = spaces.Box(-2.0, 2.0, (1,), np.float32)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.generator = torch.Generator().manual_seed(0)
-        self.x, self.v = torch.zeros(num_envs), torch.zeros(num_envs)
-        self.t = torch.zeros(num_envs, dtype=torch.long)
-        self.limit = length + torch.arange(num_envs)
-        self.needs_reset = torch.zeros(num_envs, dtype=torch.bool)
-        self.steps = 0
-
-    def _reset(self, mask: torch.Tensor) -> None:
-        self.x[mask] = torch.rand(int(mask.sum()), generator=self.generator) * 2 - 1
-        self.v[mask], self.t[mask] = 0.0, 0
-        self.needs_reset &= ~mask
-
-    def _obs(self) -> dict[str, torch.Tensor]:
-        obs = {"body": torch.stack([self.x, self.v], -1), "env": torch.arange(self.num_envs, dtype=torch.float32)[:, None]}
-        if self.image:
-            column = ((self.x.clamp(-1, 1) + 1) * 3.5).round().long()
-            obs["image"] = torch.zeros(self.num_envs, 8, 8, 3, dtype=torch.uint8)
-            obs["image"][torch.arange(self.num_envs), :, column, 0] = 255
-        return obs
-
-    def reset(self, *, seed=None, options=None):
-        if seed is not None:
-            self.generator.manual_seed(seed)
-        mask = (options or {}).get("reset_mask")
-        self._reset(torch.ones(self.num_envs, dtype=torch.bool) if mask is None else torch.as_tensor(mask))
-        return self._obs(), {}
-
-    def step(self, actions):
-        assert isinstance(actions, torch.Tensor) and actions.shape == (self.num_envs, 1), actions
-        self.steps += 1
-        if self.steps == self.fail_at and not PointMass.failed:
-            PointMass.failed.append(self.steps)
-            raise RuntimeError("the simulator lost its device")
-        mode = self.metadata["autoreset_mode"]
-        resetting = self.needs_reset.clone() if mode == AutoresetMode.NEXT_STEP else torch.zeros_like(self.needs_reset)
-        assert not (mode == AutoresetMode.DISABLED and self.needs_reset.any()), "stepped an ended env"
-        moving = ~resetting
-        self.v[moving] += 0.1 * actions[moving, 0].clamp(-2, 2)
-        self.x[moving] += 0.1 * self.v[moving]
-        self.t[moving] += 1
-        reward = torch.where(moving, -self.x.abs(), torch.zeros_like(self.x))
-        truncated = moving & (self.t >= self.limit)
-        self._reset(resetting)
-        self.needs_reset |= truncated
-        obs, info = self._obs(), {}
-        if mode == AutoresetMode.SAME_STEP and truncated.any():
-            info = {"final_obs": {k: v.clone() for k, v in obs.items()}, "_final_obs": truncated.numpy()}
-            self._reset(truncated)
-            obs = self._obs()
-        return obs, reward, torch.zeros_like(truncated), truncated, info
+# ---- an env that is already batched, in torch (envtools.PointMass) -----------------------------------------------------
 
 
 @pytest.mark.parametrize("autoreset", ["NextStep", "SameStep", "Disabled"])
