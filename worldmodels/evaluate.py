@@ -27,6 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from worldmodels.evaluation.imagination import WorldModelPredictor
 from worldmodels.evaluation.report import build_report, plot_curves, table, write_report
 from worldmodels.runtime.checkpoint import load_agent_state, load_checkpoint
+from worldmodels.runtime.config import chosen
 from worldmodels.runtime.driver import Driver, VectorDriver
 from worldmodels.runtime.errors import UserError, exit_with
 from worldmodels.runtime.setup import CONFIG_DIR, entry_point, make_agent, make_env, seed_everything
@@ -157,16 +158,14 @@ def hydra_main(cfg: DictConfig) -> None:
         checkpoints = [str(c) for c in cfg.checkpoint] if isinstance(cfg.checkpoint, ListConfig) else [str(cfg.checkpoint)]
         if isinstance(cfg.episodes, bool) or not isinstance(cfg.episodes, int) or cfg.episodes < 1:
             raise UserError(f"config value episodes={cfg.episodes!r} is invalid: expected an integer >= 1")
-        # The checkpoint decides the environment and the dynamics backend; naming others is a mistake.
-        check_env, check_dynamics, check_objective = _overridden("env"), _overridden("dynamics"), _overridden("objective")
-        for checkpoint in checkpoints if check_env or check_dynamics or check_objective else []:
+        # The checkpoint decides the environment, the dynamics backend and the objective; naming others is a mistake.
+        check_env = _overridden("env")
+        named = {group: says for group, says in (("dynamics", "{} dynamics"), ("objective", "the {} objective")) if _overridden(group)}
+        for checkpoint in checkpoints if check_env or named else []:
             saved_cfg = OmegaConf.create(load_checkpoint(checkpoint)["config"])
-            dynamics = saved_cfg.dynamics.name if "dynamics" in saved_cfg else "rssm"  # runs before 0.3: RSSM
-            if check_dynamics and dynamics != cfg.dynamics.name:
-                raise UserError(f"checkpoint {checkpoint} has {dynamics} dynamics, not {cfg.dynamics.name}")
-            objective = saved_cfg.objective.name if "objective" in saved_cfg else "recon"  # runs before 0.4: recon
-            if check_objective and objective != cfg.objective.name:
-                raise UserError(f"checkpoint {checkpoint} has the {objective} objective, not {cfg.objective.name}")
+            for group, says in named.items():
+                if (saved_name := chosen(saved_cfg, group)) != cfg[group].name:
+                    raise UserError(f"checkpoint {checkpoint} has {says.format(saved_name)}, not {cfg[group].name}")
             if check_env:
                 saved = saved_cfg.env
                 if OmegaConf.to_container(saved) != OmegaConf.to_container(cfg.env):

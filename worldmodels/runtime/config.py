@@ -159,6 +159,17 @@ def _validate_objective(cfg: DictConfig) -> None:
 RESUME_FIXED = ("env", "model", "dynamics", "objective", "agent.bins")
 
 
+# Config groups whose choice (`name`) builds other networks, with what their choice was in runs saved before the
+# group existed (before 0.3 the dynamics were an RSSM, before 0.4 the objective was reconstruction), and the words
+# for it in messages.
+CHOICES = {"dynamics": ("rssm", "dynamics backend"), "objective": ("recon", "objective")}
+
+
+def chosen(cfg: DictConfig, group: str) -> str:
+    """The name chosen in `group` (a key of CHOICES) by `cfg`, also of a run saved before the group existed."""
+    return cfg[group].name if group in cfg else CHOICES[group][0]
+
+
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
@@ -179,14 +190,11 @@ def resume_conflict(saved: DictConfig, new: DictConfig) -> str | None:
         if key == "env" and isinstance(before, dict) and isinstance(after, dict):
             before = {**{k: v for k, v in ADDED_ENV_OPTIONS.items() if k in after}, **before}
             before, after = ({k: v for k, v in d.items() if k not in FREE_ENV_OPTIONS} for d in (before, after))
-        if key == "dynamics":  # runs before 0.3 had no choice: they are RSSM runs
-            before, after = before or {"name": "rssm"}, after or {"name": "rssm"}
+        if key in CHOICES:
+            default, words = CHOICES[key]
+            before, after = before or {"name": default}, after or {"name": default}
             if before.get("name") != after.get("name"):
-                return f"the run's dynamics backend is {before.get('name')}, not {after.get('name')}"
-        if key == "objective":  # runs before 0.4 had no choice: they reconstruct
-            before, after = before or {"name": "recon"}, after or {"name": "recon"}
-            if before.get("name") != after.get("name"):
-                return f"the run's objective is {before.get('name')}, not {after.get('name')}"
+                return f"the run's {words} is {before.get('name')}, not {after.get('name')}"
         if before == after:
             continue
         if isinstance(before, dict) and isinstance(after, dict):
