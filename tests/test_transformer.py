@@ -74,7 +74,7 @@ def test_shapes_initial_state_and_a_state_without_cache():
     post, prior, last = observe_seeded(model, embed, action, is_first, state)
     assert post["deter"].shape == (2, 5, D) and post["stoch"].shape == post["logits"].shape == prior.shape == (2, 5, S, C)
     assert model.feat(post).shape == (2, 5, model.feat_dim) and model.feat_dim == D + S * C
-    assert set(last) == {"deter", "stoch", "keys", "values", "valid"}
+    assert set(last) == {"deter", "stoch", "keys", "values", "valid", "position"}
     # A state with only deter and stoch (the replay context's) reads as one with an empty cache.
     bare = {"deter": torch.randn(2, D), "stoch": last["stoch"]}
     a = observe_seeded(model, embed, action, torch.zeros(2, 5), bare)[0]
@@ -150,13 +150,30 @@ def test_imagine_with_cache_equals_recomputing_the_whole_window():
     band = torch.ones(n, n, dtype=torch.bool).tril().triu(-(K - 1)).expand(B, n, n)
     empty = torch.zeros(B, H, 0, D // H)
     for block in model.blocks:
-        x = block(x, empty, empty, band)[0]
+        x = block(x, torch.arange(n).expand(B, n), empty, empty, band)[0]
     assert close(model.out_norm(x), torch.stack(deters, 1))
     # Not a function of the last `context` inputs alone: the second layer sees further back.
     x = torch.stack(inputs[-K:], 1)
     for block in model.blocks:
-        x = block(x, empty, empty, torch.ones(K, K, dtype=torch.bool).tril().expand(B, K, K))[0]
+        x = block(x, torch.arange(K).expand(B, K), empty, empty, torch.ones(K, K, dtype=torch.bool).tril().expand(B, K, K))[0]
     assert not close(model.out_norm(x)[:, -1], deters[-1])
+
+
+@torch.no_grad()
+def test_only_distances_between_positions_matter():
+    """Filtering and imagining from position 0 or from position 2**40 (a long acting run) give the same h and
+    priors: the rotary angles are exact at any position, and the cached keys carry their own."""
+    model = make()
+    embed, action, is_first = data(2, 6, seed=0)
+    far = {**model.initial(2), "position": torch.full((2,), 2**40)}
+    outputs = []
+    for state in (model.initial(2), far):
+        post, prior, last = observe_seeded(model, embed, action, is_first, state)
+        imagined = model.imagine_step(last, action[:, 0])
+        outputs.append((post["deter"], prior, imagined["deter"]))
+        assert torch.equal(last["position"], state["position"] + 6)
+    for near, away in zip(*outputs):
+        assert close(near, away)
 
 
 @torch.no_grad()
@@ -172,7 +189,8 @@ def test_episode_boundary_inside_a_window_blocks_everything_before():
     embed2, action2 = embed.clone() + 1.0, action.clone() - 1.0
     embed2[1, 3:], action2[1, 4:] = embed[1, 3:], action[1, 4:]  # the action before the first step is ignored
     embed2[0], action2[0, 1:] = embed[0], action[0, 1:]
-    post2, prior2, last2 = observe_seeded(model, embed2, action2, is_first, model.initial(B))
+    empty = {**model.initial(B), "position": carried["position"]}  # cached keys are rotated at their positions
+    post2, prior2, last2 = observe_seeded(model, embed2, action2, is_first, empty)
     for b, first in enumerate((0, 3)):
         for key in ("deter", "stoch", "logits"):
             assert close(post[key][b, first:], post2[key][b, first:], atol=1e-6), (b, key)

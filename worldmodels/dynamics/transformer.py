@@ -22,22 +22,26 @@ L * (context - 1) inputs, so h is not a function of the last `context` inputs al
 keys and values of the last `context` positions makes the trimmed cache exact all the same.
 
 Positions are rotary (RoPE, Su et al. 2021) on queries and keys: attention depends only on the distance
-between two positions, so cached keys stay valid as the window slides and no absolute step count is kept.
-The cache holds keys before rotation; each call rotates them by their place in that call's sequence.
+between two positions, so a key is rotated once, at its own position, when it enters the cache, and a
+query at a later position reads it as it is. The state counts positions (`position`, never reset: only
+distances matter); the angles are computed in float64, so they stay exact however long a run acts.
 
 State (dict of tensors with batch dimension B first, as the RSSM's):
     deter  (B, D)             h of the current step (D = d_model)
     stoch  (B, S, C)          z of the current step (one-hot sample)
-    keys   (B, L, H, K, Dh)   per layer, the keys of the last K = `context` positions (the current one last)
+    keys   (B, L, H, K, Dh)   per layer, the keys of the last K = `context` positions (the current one last),
+                              rotated at their positions
     values (B, L, H, K, Dh)   their values
     valid  (B, K) bool        which cache slots hold a position of the current episode
+    position (B,) int64       the position the next input will take (positions seen so far)
     classes (B, S)            sampled class indices; only from `imagine_step`, as the RSSM's
 The next position's input is tok(stoch, action): the carried stoch and the action given to the next call
 (`prev_action[:, 0]` or imagine_step's action), so no token is stored. A state with only deter and stoch
 (as the replay context keeps, see Agent.split_context) is read as one with an empty cache.
 
 Imagination starts: `observe` also leaves, in the posterior dict, the keys and values of every position
-of the window ("keys", "values": (B, T, L, H, Dh)) and the episode id of each step ("episode": (B, T)).
+of the window ("keys", "values": (B, T, L, H, Dh)), the episode id of each step ("episode": (B, T)) and the
+position of each step ("position": (B, T)).
 `starts(post, state)` cuts from them, for each of the B * T posterior states, the cache it would carry
 had the window been filtered up to that step: no recomputation, one gather of B*T*K cache slots.
 """
@@ -52,17 +56,18 @@ from worldmodels.models.distributions import sample_onehot_index, unimix_logits
 from worldmodels.models.nets import MLP, Linear, NormAct, RMSNorm
 
 State = dict[str, torch.Tensor]
-CACHE_KEYS = ("keys", "values", "valid")
+CACHE_KEYS = ("keys", "values", "valid", "position")
 
 
 def rotary(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotate feature pairs (i, i + Dh/2) of x (..., N, Dh) by angle position * base^(-2i/Dh) (RoPE).
+    """Rotate feature pairs (i, i + Dh/2) of x (B, H, N, Dh) by angle position * base^(-2i/Dh) (RoPE).
 
-    The dot product of a query rotated at position m and a key rotated at n depends only on m - n."""
+    positions: (B, N) integers. The dot product of a query rotated at position m and a key rotated at n
+    depends only on m - n. The angles are computed in float64: exact for any position a run reaches."""
     half = x.shape[-1] // 2
-    freq = base ** (-torch.arange(half, device=x.device, dtype=x.dtype) / half)
-    angle = positions.to(x.dtype)[:, None] * freq  # (N, Dh/2)
-    cos, sin = angle.cos(), angle.sin()
+    freq = base ** (-torch.arange(half, device=x.device, dtype=torch.float64) / half)
+    angle = positions.to(torch.float64)[:, None, :, None] * freq  # (B, 1, N, Dh/2)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
 
@@ -93,24 +98,24 @@ class Block(nn.Module):
         self.mlp_out = Linear(ffn, d_model)
 
     def forward(
-        self, x: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor, mask: torch.Tensor
+        self, x: torch.Tensor, positions: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, T, D): the inputs at the T positions after P cached ones.
+        """x (B, T, D): the inputs at positions (B, T), after P cached ones.
 
-        past_keys, past_values: (B, H, P, Dh), unrotated. mask: (B, T, P + T) bool, True where the query
-        at position P + t may attend to the key at position p. Returns the block's output (B, T, D) and the
-        keys and values of the T new positions (B, H, T, Dh), unrotated, for the cache.
+        past_keys, past_values: (B, H, P, Dh), the keys rotated at their positions. mask: (B, T, P + T)
+        bool, True where the query of new step t may attend to key p of (cached, new). Returns the block's
+        output (B, T, D) and the keys (rotated) and values of all P + T positions (B, H, P + T, Dh).
         """
         B, T, D = x.shape
-        P = past_keys.shape[2]
         q, k, v = self.qkv(self.attn_norm(x)).reshape(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = rotary(q, positions), rotary(k, positions)
         keys, values = torch.cat([past_keys, k], 2), torch.cat([past_values, v], 2)
-        positions = torch.arange(P + T, device=x.device)
         # softmax(q k^T / sqrt(Dh) where mask, else -inf) v, per head; every query sees at least itself.
-        att = F.scaled_dot_product_attention(rotary(q, positions[P:]), rotary(keys, positions), values, attn_mask=mask[:, None])
+        scores = (q @ keys.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        att = torch.softmax(scores.masked_fill(~mask[:, None], float("-inf")), -1) @ values
         x = x + self.proj(att.transpose(1, 2).reshape(B, T, D))
         x = x + self.mlp_out(F.silu(self.mlp_in(self.mlp_norm(x))))
-        return x, k, v
+        return x, keys, values
 
 
 class TransformerSSM(nn.Module):
@@ -168,6 +173,7 @@ class TransformerSSM(nn.Module):
             "keys": torch.zeros(cache, device=device),
             "values": torch.zeros(cache, device=device),
             "valid": torch.zeros(batch, self.context, dtype=torch.bool, device=device),
+            "position": torch.zeros(batch, dtype=torch.long, device=device),
         }
 
     def feat(self, state: State) -> torch.Tensor:
@@ -203,23 +209,28 @@ class TransformerSSM(nn.Module):
         key_valid = torch.cat([valid, valid.new_ones(B, T)], 1)
         return near & (episode[:, :, None] == key_episode[:, None, :]) & key_valid[:, None, :]
 
-    def _transformer(self, inputs: torch.Tensor, mask: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """inputs (B, T, D) after the state's cache -> h (B, T, D) and the new keys and values (B, L, H, T, Dh)."""
+    def _transformer(
+        self, inputs: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """inputs (B, T, D) at positions (B, T) after the state's cache -> h (B, T, D) and the keys and values
+        of the cached and the new positions (B, L, H, K + T, Dh)."""
         x, keys, values = inputs, [], []
         for layer, block in enumerate(self.blocks):
-            x, k, v = block(x, state["keys"][:, layer], state["values"][:, layer], mask)
+            x, k, v = block(x, positions, state["keys"][:, layer], state["values"][:, layer], mask)
             keys.append(k)
             values.append(v)
         return self.out_norm(x), torch.stack(keys, 1), torch.stack(values, 1)
 
     def _next_cache(self, state: State, keys: torch.Tensor, values: torch.Tensor, episode: torch.Tensor) -> State:
-        """The cache after T new positions: the last K of (cached, new) slots; valid where of the last episode."""
-        K, last = self.context, episode[:, -1:]
+        """The cache after T new positions: the last K of the (cached, new) keys and values (B, L, H, K + T, Dh)
+        that `_transformer` returns; valid where of the last episode."""
+        K, (T, last) = self.context, (episode.shape[1], episode[:, -1:])
         valid = torch.cat([state["valid"] & (last == 0), episode == last], 1)
         return {
-            "keys": torch.cat([state["keys"], keys], 3)[:, :, :, -K:],
-            "values": torch.cat([state["values"], values], 3)[:, :, :, -K:],
+            "keys": keys[:, :, :, -K:],
+            "values": values[:, :, :, -K:],
             "valid": valid[:, -K:],
+            "position": state["position"] + T,
         }
 
     def _with_cache(self, state: State) -> State:
@@ -252,10 +263,11 @@ class TransformerSSM(nn.Module):
         prev_stoch = torch.cat([state["stoch"][:, None], stoch[:, :-1]], 1)
         inputs = torch.where(first[..., None], self.start_token, self.token(prev_stoch, prev_action))
         episode = first.long().cumsum(1)
-        deter, keys, values = self._transformer(inputs, self._mask(episode, state["valid"]), state)
+        positions = state["position"][:, None] + torch.arange(T, device=embed.device)
+        deter, keys, values = self._transformer(inputs, positions, self._mask(episode, state["valid"]), state)
         post = {
-            "deter": deter, "stoch": stoch, "logits": logits,
-            "keys": keys.permute(0, 3, 1, 2, 4), "values": values.permute(0, 3, 1, 2, 4), "episode": episode,
+            "deter": deter, "stoch": stoch, "logits": logits, "keys": keys[:, :, :, -T:].permute(0, 3, 1, 2, 4),
+            "values": values[:, :, :, -T:].permute(0, 3, 1, 2, 4), "episode": episode, "position": positions,
         }
         last = {"deter": deter[:, -1], "stoch": stoch[:, -1], **self._next_cache(state, keys, values, episode)}
         return post, self.prior_logits(deter), last
@@ -268,7 +280,8 @@ class TransformerSSM(nn.Module):
         state = self._with_cache(state)
         episode = action.new_zeros(action.shape[0], 1, dtype=torch.long)
         inputs = self.token(state["stoch"], action)[:, None]
-        deter, keys, values = self._transformer(inputs, self._mask(episode, state["valid"]), state)
+        positions = state["position"][:, None]
+        deter, keys, values = self._transformer(inputs, positions, self._mask(episode, state["valid"]), state)
         deter = deter[:, 0]
         stoch, classes = sample_onehot_index(self.prior_logits(deter))
         return {"deter": deter, "stoch": stoch, "classes": classes, **self._next_cache(state, keys, values, episode)}
@@ -282,7 +295,7 @@ class TransformerSSM(nn.Module):
         """Imagination start states (B * T, ...) from `observe`'s posterior and the state it started from.
 
         Start b * T + t is the state `observe` would return as `last` for the window cut after step t:
-        deter and stoch of step t and the cache of the K positions up to t. Detached: imagination runs
+        deter and stoch of step t, the cache of the K positions up to t, and the position after t. Detached: imagination runs
         without gradients through the dynamics (Agent.imagine)."""
         state = self._with_cache(state)
         K, (B, T) = self.context, post["episode"].shape
@@ -298,5 +311,6 @@ class TransformerSSM(nn.Module):
         slot_episode = windows(torch.cat([episode.new_zeros(B, K), episode], 1))  # (B, T, K)
         slot_valid = windows(torch.cat([state["valid"], state["valid"].new_ones(B, T)], 1))
         cache["valid"] = (slot_valid & (slot_episode == episode[..., None])).reshape(B * T, K)
+        cache["position"] = (post["position"] + 1).reshape(B * T)
         latent = {name: post[name].detach().reshape(B * T, *post[name].shape[2:]) for name in ("deter", "stoch")}
         return {**latent, **cache}
