@@ -50,6 +50,11 @@ def mode_sampler(logp: torch.Tensor, straight_through: bool = True) -> tuple[tor
     return onehot, index
 
 
+def stacked(state: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
+    """A state's per-layer "keys.l" (or "values.l") entries (B, H, K, Dh), stacked to (B, L, H, K, Dh)."""
+    return torch.stack([state[f"{kind}.{layer}"] for layer in range(L)], 1)
+
+
 def close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
     return torch.allclose(a, b, atol=atol, rtol=1e-5)
 
@@ -69,12 +74,12 @@ def test_bad_options_raise_one_line_naming_the_option(options, name):
 def test_shapes_initial_state_and_a_state_without_cache():
     model = make()
     state = model.initial(2)
-    assert state["keys"].shape == state["values"].shape == (2, L, H, K, D // H) and not state["valid"].any()
+    assert stacked(state, "keys").shape == stacked(state, "values").shape == (2, L, H, K, D // H) and not state["valid"].any()
     embed, action, is_first = data(2, 5, seed=0)
     post, prior, last = observe_seeded(model, embed, action, is_first, state)
     assert post["deter"].shape == (2, 5, D) and post["stoch"].shape == post["logits"].shape == prior.shape == (2, 5, S, C)
     assert model.feat(post).shape == (2, 5, model.feat_dim) and model.feat_dim == D + S * C
-    assert set(last) == {"deter", "stoch", "keys", "values", "valid", "position"}
+    assert set(last) == {"deter", "stoch", "valid", "position", "keys.0", "values.0", "keys.1", "values.1"}
     # A state with only deter and stoch (the replay context's) reads as one with an empty cache.
     bare = {"deter": torch.randn(2, D), "stoch": last["stoch"]}
     a = observe_seeded(model, embed, action, torch.zeros(2, 5), bare)[0]
@@ -121,7 +126,7 @@ def test_step_by_step_equals_one_parallel_window(monkeypatch):
     assert torch.equal(state["valid"], last["valid"])
     for key in ("keys", "values"):
         mask = last["valid"][:, None, None, :, None]
-        assert close(state[key] * mask, last[key] * mask), key
+        assert close(stacked(state, key) * mask, stacked(last, key) * mask), key
 
 
 @torch.no_grad()
@@ -143,7 +148,7 @@ def test_imagine_with_cache_equals_recomputing_the_whole_window():
         inputs.append(model.token(state["stoch"], action))
         state = model.imagine_step(state, action)
         deters.append(state["deter"])
-        assert state["keys"].shape == (B, L, H, K, D // H) and state["classes"].shape == (B, S)
+        assert stacked(state, "keys").shape == (B, L, H, K, D // H) and state["classes"].shape == (B, S)
         assert torch.equal(F.one_hot(state["classes"], C).float(), state["stoch"])
     x = torch.stack(inputs, 1)
     n = x.shape[1]
@@ -198,7 +203,7 @@ def test_episode_boundary_inside_a_window_blocks_everything_before():
     assert not close(post["deter"][1, :3], post2["deter"][1, :3])
     assert torch.equal(last["valid"], last2["valid"]) and last["valid"].all()
     mask = last["valid"][:, None, None, :, None]
-    assert close(last["keys"] * mask, last2["keys"] * mask, atol=1e-6)
+    assert close(stacked(last, "keys") * mask, stacked(last2, "keys") * mask, atol=1e-6)
 
 
 @torch.no_grad()
@@ -209,15 +214,15 @@ def test_cache_is_trimmed_to_context():
     assert last["valid"].tolist() == [[False, False, True, True]] * 2  # T < context: the rest stays empty
     embed, action, is_first = data(2, 7, seed=1, firsts=(0, 5))
     post, _, last = observe_seeded(model, embed, action, is_first, model.initial(2))
-    assert last["keys"].shape == (2, L, H, K, D // H)
-    assert torch.equal(last["keys"], post["keys"][:, -K:].permute(0, 2, 3, 1, 4))  # the latest K positions
-    assert torch.equal(last["values"], post["values"][:, -K:].permute(0, 2, 3, 1, 4))
+    assert stacked(last, "keys").shape == (2, L, H, K, D // H)
+    assert torch.equal(stacked(last, "keys"), stacked(post, "keys")[:, :, :, -K:])  # the latest K positions
+    assert torch.equal(stacked(last, "values"), stacked(post, "values")[:, :, :, -K:])
     assert last["valid"].tolist() == [[False, False, True, True]] * 2  # steps 5 and 6 are of the last episode
     state = last
     for _ in range(3):
         nxt = model.imagine_step(state, torch.randn(2, A))
-        assert nxt["keys"].shape == (2, L, H, K, D // H)
-        assert torch.equal(nxt["keys"][..., :-1, :], state["keys"][..., 1:, :])  # slides by one slot
+        assert stacked(nxt, "keys").shape == (2, L, H, K, D // H)
+        assert torch.equal(stacked(nxt, "keys")[..., :-1, :], stacked(state, "keys")[..., 1:, :])  # slides by one slot
         assert torch.equal(nxt["valid"], torch.cat([state["valid"][:, 1:], torch.ones(2, 1, dtype=torch.bool)], 1))
         state = nxt
     assert state["valid"].all()
@@ -243,7 +248,7 @@ def test_starts_equal_the_last_states_of_each_prefix(monkeypatch):
             assert close(starts[key][rows], last[key]), (t, key)
         mask = last["valid"][:, None, None, :, None]
         for key in ("keys", "values"):
-            assert close(starts[key][rows] * mask, last[key] * mask), (t, key)
+            assert close(stacked(starts, key)[rows] * mask, stacked(last, key) * mask), (t, key)
 
 
 def test_kl_gradients_reach_tokens_attention_and_posterior():

@@ -29,9 +29,10 @@ distances matter); the angles are computed in float64, so they stay exact howeve
 State (dict of tensors with batch dimension B first, as the RSSM's):
     deter  (B, D)             h of the current step (D = d_model)
     stoch  (B, S, C)          z of the current step (one-hot sample)
-    keys   (B, L, H, K, Dh)   per layer, the keys of the last K = `context` positions (the current one last),
-                              rotated at their positions
-    values (B, L, H, K, Dh)   their values
+    keys.l   (B, H, K, Dh)    for each layer l = 0 .. L-1, the keys of the last K = `context` positions (the
+                              current one last), rotated at their positions; one entry per layer, so that the
+                              concatenation a layer attends over is also the next cache (no copy to stack layers)
+    values.l (B, H, K, Dh)    their values
     valid  (B, K) bool        which cache slots hold a position of the current episode
     position (B,) int64       the position the next input will take (positions seen so far)
     classes (B, S)            sampled class indices; only from `imagine_step`, as the RSSM's
@@ -39,9 +40,9 @@ The next position's input is tok(stoch, action): the carried stoch and the actio
 (`prev_action[:, 0]` or imagine_step's action), so no token is stored. A state with only deter and stoch
 (as the replay context keeps, see Agent.split_context) is read as one with an empty cache.
 
-Imagination starts: `observe` also leaves, in the posterior dict, the keys and values of every position
-of the window ("keys", "values": (B, T, L, H, Dh)), the episode id of each step ("episode": (B, T)) and the
-position of each step ("position": (B, T)).
+Imagination starts: `observe` also leaves, in the posterior dict, each layer's keys and values of every
+position of the window ("keys.l", "values.l": (B, H, T, Dh)), the episode id of each step ("episode": (B, T))
+and the position of each step ("position": (B, T)).
 `starts(post, state)` cuts from them, for each of the B * T posterior states, the cache it would carry
 had the window been filtered up to that step: no recomputation, one gather of B*T*K cache slots.
 """
@@ -56,7 +57,11 @@ from worldmodels.models.distributions import sample_onehot_index, unimix_logits
 from worldmodels.models.nets import MLP, Linear, NormAct, RMSNorm
 
 State = dict[str, torch.Tensor]
-CACHE_KEYS = ("keys", "values", "valid", "position")
+
+
+def cache_names(layer: int) -> tuple[str, str]:
+    """The state's names of one layer's cached keys and values."""
+    return f"keys.{layer}", f"values.{layer}"
 
 
 def rotary(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
@@ -166,12 +171,11 @@ class TransformerSSM(nn.Module):
     # -- pieces --------------------------------------------------------------------------------
     def initial(self, batch: int, device: torch.device | str = "cpu") -> State:
         """Zeros and an empty cache (no valid slot)."""
-        cache = (batch, self.layers, self.heads, self.context, self.d_model // self.heads)
+        cache = (batch, self.heads, self.context, self.d_model // self.heads)
         return {
             "deter": torch.zeros(batch, self.d_model, device=device),
             "stoch": torch.zeros(batch, self.stoch, self.classes, device=device),
-            "keys": torch.zeros(cache, device=device),
-            "values": torch.zeros(cache, device=device),
+            **{name: torch.zeros(cache, device=device) for layer in range(self.layers) for name in cache_names(layer)},
             "valid": torch.zeros(batch, self.context, dtype=torch.bool, device=device),
             "position": torch.zeros(batch, dtype=torch.long, device=device),
         }
@@ -209,33 +213,25 @@ class TransformerSSM(nn.Module):
         key_valid = torch.cat([valid, valid.new_ones(B, T)], 1)
         return near & (episode[:, :, None] == key_episode[:, None, :]) & key_valid[:, None, :]
 
-    def _transformer(
-        self, inputs: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, state: State
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """inputs (B, T, D) at positions (B, T) after the state's cache -> h (B, T, D) and the keys and values
-        of the cached and the new positions (B, L, H, K + T, Dh)."""
-        x, keys, values = inputs, [], []
+    def _transformer(self, inputs: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """inputs (B, T, D) at positions (B, T) after the state's cache -> h (B, T, D) and, by cache name, each
+        layer's keys and values of the cached and the new positions (B, H, K + T, Dh)."""
+        x, slots = inputs, {}
         for layer, block in enumerate(self.blocks):
-            x, k, v = block(x, positions, state["keys"][:, layer], state["values"][:, layer], mask)
-            keys.append(k)
-            values.append(v)
-        return self.out_norm(x), torch.stack(keys, 1), torch.stack(values, 1)
+            keys, values = cache_names(layer)
+            x, slots[keys], slots[values] = block(x, positions, state[keys], state[values], mask)
+        return self.out_norm(x), slots
 
-    def _next_cache(self, state: State, keys: torch.Tensor, values: torch.Tensor, episode: torch.Tensor) -> State:
-        """The cache after T new positions: the last K of the (cached, new) keys and values (B, L, H, K + T, Dh)
-        that `_transformer` returns; valid where of the last episode."""
+    def _next_cache(self, state: State, slots: State, episode: torch.Tensor) -> State:
+        """The cache after T new positions: the last K of each layer's (cached, new) slots that `_transformer`
+        returns; valid where of the last episode."""
         K, (T, last) = self.context, (episode.shape[1], episode[:, -1:])
         valid = torch.cat([state["valid"] & (last == 0), episode == last], 1)
-        return {
-            "keys": keys[:, :, :, -K:],
-            "values": values[:, :, :, -K:],
-            "valid": valid[:, -K:],
-            "position": state["position"] + T,
-        }
+        return {**{name: x[:, :, -K:] for name, x in slots.items()}, "valid": valid[:, -K:], "position": state["position"] + T}
 
     def _with_cache(self, state: State) -> State:
         """A state without a cache (deter and stoch only) gets an empty one."""
-        if "keys" in state:
+        if "valid" in state:
             return state
         return {**self.initial(state["stoch"].shape[0], state["stoch"].device), **state}
 
@@ -264,12 +260,12 @@ class TransformerSSM(nn.Module):
         inputs = torch.where(first[..., None], self.start_token, self.token(prev_stoch, prev_action))
         episode = first.long().cumsum(1)
         positions = state["position"][:, None] + torch.arange(T, device=embed.device)
-        deter, keys, values = self._transformer(inputs, positions, self._mask(episode, state["valid"]), state)
+        deter, slots = self._transformer(inputs, positions, self._mask(episode, state["valid"]), state)
         post = {
-            "deter": deter, "stoch": stoch, "logits": logits, "keys": keys[:, :, :, -T:].permute(0, 3, 1, 2, 4),
-            "values": values[:, :, :, -T:].permute(0, 3, 1, 2, 4), "episode": episode, "position": positions,
+            "deter": deter, "stoch": stoch, "logits": logits, "episode": episode, "position": positions,
+            **{name: x[:, :, -T:] for name, x in slots.items()},
         }
-        last = {"deter": deter[:, -1], "stoch": stoch[:, -1], **self._next_cache(state, keys, values, episode)}
+        last = {"deter": deter[:, -1], "stoch": stoch[:, -1], **self._next_cache(state, slots, episode)}
         return post, self.prior_logits(deter), last
 
     def imagine_step(self, state: State, action: torch.Tensor) -> State:
@@ -281,10 +277,10 @@ class TransformerSSM(nn.Module):
         episode = action.new_zeros(action.shape[0], 1, dtype=torch.long)
         inputs = self.token(state["stoch"], action)[:, None]
         positions = state["position"][:, None]
-        deter, keys, values = self._transformer(inputs, positions, self._mask(episode, state["valid"]), state)
+        deter, slots = self._transformer(inputs, positions, self._mask(episode, state["valid"]), state)
         deter = deter[:, 0]
         stoch, classes = sample_onehot_index(self.prior_logits(deter))
-        return {"deter": deter, "stoch": stoch, "classes": classes, **self._next_cache(state, keys, values, episode)}
+        return {"deter": deter, "stoch": stoch, "classes": classes, **self._next_cache(state, slots, episode)}
 
     def obs_step(self, state: State, prev_action: torch.Tensor, embed: torch.Tensor, is_first: torch.Tensor) -> State:
         """One filtering step for acting in the environment: (B, ...) tensors, no time axis."""
@@ -295,19 +291,20 @@ class TransformerSSM(nn.Module):
         """Imagination start states (B * T, ...) from `observe`'s posterior and the state it started from.
 
         Start b * T + t is the state `observe` would return as `last` for the window cut after step t:
-        deter and stoch of step t, the cache of the K positions up to t, and the position after t. Detached: imagination runs
-        without gradients through the dynamics (Agent.imagine)."""
+        deter and stoch of step t, the cache of the K positions up to t, and the position after t. Detached:
+        imagination runs without gradients through the dynamics (Agent.imagine)."""
         state = self._with_cache(state)
         K, (B, T) = self.context, post["episode"].shape
         episode = post["episode"]
 
-        def windows(x: torch.Tensor) -> torch.Tensor:  # (B, K + T, ...) -> (B, T, K, ...): slots t+1 .. t+K
-            return x.unfold(1, K, 1)[:, 1:].movedim(-1, 2)
+        def windows(x: torch.Tensor) -> torch.Tensor:  # (B, K + T) -> (B, T, K): slots t+1 .. t+K
+            return x.unfold(1, K, 1)[:, 1:]
 
         cache = {}
-        for name in ("keys", "values"):
-            slots = torch.cat([state[name].permute(0, 3, 1, 2, 4), post[name]], 1).detach()  # (B, K + T, L, H, Dh)
-            cache[name] = windows(slots).permute(0, 1, 3, 4, 2, 5).reshape(B * T, self.layers, self.heads, K, -1)
+        for name in (name for layer in range(self.layers) for name in cache_names(layer)):
+            slots = torch.cat([state[name], post[name]], 2).detach()  # (B, H, K + T, Dh)
+            window = slots.unfold(2, K, 1)[:, :, 1:]  # (B, H, T, Dh, K): slots t+1 .. t+K
+            cache[name] = window.permute(0, 2, 1, 4, 3).reshape(B * T, self.heads, K, -1)
         slot_episode = windows(torch.cat([episode.new_zeros(B, K), episode], 1))  # (B, T, K)
         slot_valid = windows(torch.cat([state["valid"], state["valid"].new_ones(B, T)], 1))
         cache["valid"] = (slot_valid & (slot_episode == episode[..., None])).reshape(B * T, K)
