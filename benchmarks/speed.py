@@ -7,7 +7,8 @@ Prints the machine (CPU model and its vector flags, threads, the measured matmul
 machines are not compared here: the machine is recorded beside them instead.
 
     python benchmarks/speed.py --sizes size1m size12m --threads 2
-    python benchmarks/speed.py --sizes size1m --compile dynamics=transformer   # any config override
+    python benchmarks/speed.py --sizes size1m --compile dynamics=transformer   # any config override; on a CPU also
+                                                                               # peak resident memory (one size per process)
     python benchmarks/speed.py --device cuda --sizes size12m --compile   # also peak GPU memory; no env steps
     python benchmarks/speed.py --device cuda --sizes size12m --precision bf16
 
@@ -22,6 +23,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import time
 from pathlib import Path
 
@@ -182,6 +184,14 @@ def time_dynamics(agent, batch: dict[str, torch.Tensor], repeats: int) -> dict[s
     return row
 
 
+def rss_mib() -> float:
+    """This process's resident memory now (Linux /proc; 0 elsewhere)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return 0.0
+
+
 def time_updates(
     size: str, device: str, repeats: int, compile_steps: bool, defer_grads: bool, precision: str = "float32", overrides: tuple[str, ...] = ()
 ) -> dict[str, float | str]:
@@ -193,6 +203,7 @@ def time_updates(
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
+    rss_before = rss_mib()
     agent = make_agent(cfg, VectorTask)
     agent.wm.dynamics.defer_grads = defer_grads
     agent.precision = precision  # as the trainer sets run.precision
@@ -221,6 +232,9 @@ def time_updates(
         "batch": f"{cfg.batch.size} x {cfg.batch.length}",
         "gflop_per_update": flops.get_total_flops() / 1e9,
     }
+    if not cuda:  # the process's peak resident memory (ru_maxrss, KiB on Linux): for one size alone, run one size per process
+        row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        row["rss_before_agent_mib"] = rss_before
     if cuda:
         row["peak_gpu_mem_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         row["peak_gpu_mem_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
@@ -294,6 +308,7 @@ def main() -> None:
             + (f"{row['env_steps_per_s']:.0f} env steps/s, " if row["env_steps_per_s"] is not None else "")
             + f"{row['gflop_per_update']:.0f} GFLOP/update (matmul floor {row['matmul_floor_s']:.3f} s)"
             + (f", peak GPU memory {row['peak_gpu_mem_allocated_mib']:.0f} MiB allocated" if "peak_gpu_mem_allocated_mib" in row else "")
+            + (f", peak resident memory {row['peak_rss_mib']:.0f} MiB ({row['rss_before_agent_mib']:.0f} before the agent)" if "peak_rss_mib" in row else "")
             + f"; dynamics: observe window {row['observe_s']:.3f} s (forward + backward), imagination step {row['imagine_step_s'] * 1e3:.1f} ms",
             flush=True,
         )
