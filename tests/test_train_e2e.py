@@ -111,7 +111,7 @@ def test_evaluate_entry_point_reports_and_saves(trained_run: Path):
 
 
 def test_evaluate_compares_checkpoints_on_the_same_episodes(trained_run: Path, tmp_path: Path):
-    other = tmp_path / "other"
+    other = tmp_path / "other" / trained_run.name  # a run of the same folder name and step: both still reported
     shutil.copytree(trained_run, other)
     out = tmp_path / "cmp"
     proc = run_module(
@@ -124,11 +124,19 @@ def test_evaluate_compares_checkpoints_on_the_same_episodes(trained_run: Path, t
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     compare = json.loads((out / "compare.json").read_text())
-    assert len(compare) == 2
+    assert len(compare) == 2 and {Path(r["checkpoint"]).parent.parent for r in compare.values()} == {trained_run, other}
     first, second = compare.values()
     # Same weights, same episodes: the same open-loop errors up to sampling noise of the latents.
     assert first["windows"] == second["windows"]
     assert (out / "compare_error.png").stat().st_size > 1000 and (out / "compare.txt").read_text().count("\n") > 5
+
+
+def test_report_names_tell_runs_of_the_same_folder_name_apart():
+    from worldmodels.evaluate import report_names
+
+    assert report_names([(Path("runs/a/seed0"), 5), (Path("runs/a/seed0"), 7)]) == ["seed0@5", "seed0@7"]
+    assert report_names([(Path("runs/a/seed0"), 5), (Path("runs/b/seed0"), 5)]) == ["a/seed0@5", "b/seed0@5"]
+    assert report_names([(Path("runs/a/seed0"), 5)] * 2) == ["runs/a/seed0@5 (1)", "runs/a/seed0@5 (2)"]
 
 
 def _with_env(src: Path, dst: Path, task: str) -> Path:

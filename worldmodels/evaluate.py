@@ -108,7 +108,7 @@ def evaluate(
         raise UserError(f"checkpoints of different environments cannot be compared: {', '.join(sorted(envs))}")
     loaded = [(c, *load_agent(c, p, device)) for c, p in zip(checkpoints, payloads)]
     shared, fitted = None, 0
-    reports: dict[str, dict[str, Any]] = {}
+    done: list[tuple[Path, dict[str, Any]]] = []
     for checkpoint, cfg, agent, payload in loaded:
         recorded, policy = policy_episodes(cfg, agent, episodes, seed, mode)
         if shared is None:  # every checkpoint is reported on the first one's episodes
@@ -128,7 +128,8 @@ def evaluate(
         target = run_dir / "eval" / str(report["step"])
         write_report(report, target, run_dir / "tb", report["step"])
         report["saved"] = str(target)
-        reports[f"{run_dir.name}@{report['step']}"] = report
+        done.append((run_dir, report))
+    reports = dict(zip(report_names([(d, r["step"]) for d, r in done]), (r for _, r in done)))
     if len(reports) > 1:
         folder = Path(out) if out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -140,6 +141,17 @@ def evaluate(
         for report in reports.values():
             report["compare"] = str(folder)
     return reports
+
+
+def report_names(runs: list[tuple[Path, int]]) -> list[str]:
+    """One distinct name per (run folder, step): `folder@step`, with as many parent folders as it takes to tell
+    apart runs of the same folder name (runs/a/seed0 and runs/b/seed0: a/seed0@..., b/seed0@...)."""
+    names: list[str] = []
+    for depth in range(1, max(len(d.parts) for d, _ in runs) + 1):
+        names = [f"{'/'.join(d.parts[-depth:])}@{step}" for d, step in runs]
+        if len(set(names)) == len(names):
+            return names
+    return [f"{name} ({i + 1})" for i, name in enumerate(names)]  # the same checkpoint given twice
 
 
 def _overridden(group: str) -> bool:

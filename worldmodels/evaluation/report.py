@@ -153,9 +153,10 @@ def table(reports: dict[str, dict[str, Any]]) -> str:
     keys = [k for k in scalars(next(iter(reports.values()))) if not k.endswith(("_h1",)) or "obs_mse" in k]
     width = max(len(k) for k in keys) + 2
     cols = list(reports)
-    lines = ["".ljust(width) + "".join(f"{c[-22:]:>24}" for c in cols)]
+    cell = max(24, *(len(c) + 2 for c in cols))
+    lines = ["".ljust(width) + "".join(f"{c:>{cell}}" for c in cols)]
     for key in keys:
-        cells = "".join(f"{reports[c].get(key, float('nan')):>24.4g}" for c in cols)
+        cells = "".join(f"{reports[c].get(key, float('nan')):>{cell}.4g}" for c in cols)
         lines.append(key.ljust(width) + cells)
     lines += [f"{c}: {reports[c]['note']}" for c in cols if "note" in reports[c]]
     return "\n".join(lines)
