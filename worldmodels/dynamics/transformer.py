@@ -175,10 +175,14 @@ class TransformerSSM(nn.Module):
         return {
             "deter": torch.zeros(batch, self.d_model, device=device),
             "stoch": torch.zeros(batch, self.stoch, self.classes, device=device),
-            **{name: torch.zeros(cache, device=device) for layer in range(self.layers) for name in cache_names(layer)},
+            **{name: torch.zeros(cache, device=device) for name in self.cache_entries()},
             "valid": torch.zeros(batch, self.context, dtype=torch.bool, device=device),
             "position": torch.zeros(batch, dtype=torch.long, device=device),
         }
+
+    def cache_entries(self) -> list[str]:
+        """The state's names of every layer's cached keys and values."""
+        return [name for layer in range(self.layers) for name in cache_names(layer)]
 
     def feat(self, state: State) -> torch.Tensor:
         stoch = state["stoch"]
@@ -301,7 +305,7 @@ class TransformerSSM(nn.Module):
             return x.unfold(1, K, 1)[:, 1:]
 
         cache = {}
-        for name in (name for layer in range(self.layers) for name in cache_names(layer)):
+        for name in self.cache_entries():
             slots = torch.cat([state[name], post[name]], 2).detach()  # (B, H, K + T, Dh)
             window = slots.unfold(2, K, 1)[:, :, 1:]  # (B, H, T, Dh, K): slots t+1 .. t+K
             cache[name] = window.permute(0, 2, 1, 4, 3).reshape(B * T, self.heads, K, -1)
