@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# GPU speed check (issue #17): seconds per update (batch 16 x 64, the update benchmarks/speed.py times) at
-# size1m, size12m and size50m, float32 and bf16 (speed.py --precision bf16: run.precision=bf16, bfloat16
-# compute under torch.autocast with float32 weights), eager and compiled (speed.py --compile), with peak GPU
-# memory (torch.cuda.max_memory_allocated) per row, the GPU's name and the torch and CUDA versions, as one table.
+# GPU speed check (issues #17, #23): seconds per update (batch 16 x 64, the update benchmarks/speed.py times) at
+# size1m and size12m, float32 and bf16 (speed.py --precision bf16: run.precision=bf16, bfloat16 compute under
+# torch.autocast with float32 weights), per run.compile mode (speed.py --compile: `update` is the whole update as
+# one graph replayed as a CUDA graph, `steps` the compiled recurrent steps, `none` eager), with peak GPU memory
+# (torch.cuda.max_memory_allocated) per row, the GPU's name and the torch and CUDA versions, as one table. When the
+# official DreamerV3 harness is there (GPU_CHECK_OFFICIAL, default .peers/official, made by
+# ../shared/peers/official/prepare.sh), its compiled train step is timed on the same card for each size and
+# precision, and the table prints its s/update beside ours and their ratio (ours / official: below 1 is faster).
 #
-# Each configuration runs as its own process under its own time limit (per size: eager float32, eager bf16,
-# compiled float32, compiled bf16), so a slow compile loses only its own row and the table prints whatever
-# finished. All of them together stay within GPU_CHECK_BUDGET_S (default 280 s): with start-up the script
-# takes under 5 minutes. To fit, GPU_CHECK_SKIP leaves out size50m compiled bf16 by default (about 40 s).
+# Each configuration runs as its own process under its own time limit, so a slow compile loses only its own row
+# and the table prints whatever finished. All of them together stay within GPU_CHECK_BUDGET_S (default 280 s).
 #
 #   bash benchmarks/gpu_check.sh                                              # on a machine with a CUDA GPU
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_SIZES=debug bash benchmarks/gpu_check.sh   # smoke test of the script itself
@@ -18,24 +20,28 @@
 # into a temporary folder: from the wheels in $GPU_CHECK_WHEELS (default .whl/) when there are any, as on a
 # machine with no network, else from the package index; torch too, if it is missing.
 #
-# Settings (environment): GPU_CHECK_DEVICE (cuda), GPU_CHECK_SIZES ("size1m size12m size50m"),
-# GPU_CHECK_MODES ("eager compiled"), GPU_CHECK_PRECISIONS ("float32 bf16"), GPU_CHECK_SKIP (rows left out,
-# as size_mode_precision: "size50m_compiled_bf16"; "" runs them all), GPU_CHECK_REPEATS (5 timed updates),
-# GPU_CHECK_BUDGET_S (280), GPU_CHECK_EAGER_S (45) and GPU_CHECK_COMPILED_S (100): the limit of one eager or
-# compiled process, PYTHON.
+# Settings (environment): GPU_CHECK_DEVICE (cuda), GPU_CHECK_SIZES ("size1m size12m"),
+# GPU_CHECK_MODES ("update none": run.compile modes, of none, steps, update, auto), GPU_CHECK_PRECISIONS
+# ("float32 bf16"), GPU_CHECK_SKIP (rows left out, as size_mode_precision; "" runs them all), GPU_CHECK_REPEATS
+# (5 timed updates), GPU_CHECK_BUDGET_S (280), GPU_CHECK_EAGER_S (45) and GPU_CHECK_COMPILED_S (120): the limit of
+# one eager or compiled process, GPU_CHECK_OFFICIAL (.peers/official), GPU_CHECK_OFFICIAL_S (90: the limit of one
+# official process), PYTHON; OFFICIAL_PYTHON (python3: the interpreter that has jax).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 py=${PYTHON:-python3}
 device=${GPU_CHECK_DEVICE:-cuda}
-sizes=${GPU_CHECK_SIZES:-size1m size12m size50m}
-modes=${GPU_CHECK_MODES:-eager compiled}
+sizes=${GPU_CHECK_SIZES:-size1m size12m}
+modes=${GPU_CHECK_MODES:-update none}
 precisions=${GPU_CHECK_PRECISIONS:-float32 bf16}
-skip=${GPU_CHECK_SKIP-size50m_compiled_bf16}
+skip=${GPU_CHECK_SKIP-}
 repeats=${GPU_CHECK_REPEATS:-5}
 budget=${GPU_CHECK_BUDGET_S:-280}
 eager_limit=${GPU_CHECK_EAGER_S:-45}
-compiled_limit=${GPU_CHECK_COMPILED_S:-100}
+compiled_limit=${GPU_CHECK_COMPILED_S:-120}
+official=${GPU_CHECK_OFFICIAL:-.peers/official}
+official_limit=${GPU_CHECK_OFFICIAL_S:-90}
+official_py=${OFFICIAL_PYTHON:-python3}
 wheels=${GPU_CHECK_WHEELS:-.whl}
 out=${OUT:-benchmarks/results/gpu_check}
 mkdir -p "$out"
@@ -79,7 +85,7 @@ EOF
 }
 
 measure() {
-    local start=$SECONDS size mode precision flag limit left name rc status
+    local start=${official_start:-$SECONDS} size mode precision flag limit left name rc status  # one budget with the official runs
     for size in $sizes; do
         for mode in $modes; do
             for precision in $precisions; do
@@ -89,7 +95,8 @@ measure() {
                     echo "skipped (GPU_CHECK_SKIP)" >"$work/$name.status"
                     continue
                 fi
-                if [ "$mode" = compiled ]; then flag=--compile limit=$compiled_limit; else flag="" limit=$eager_limit; fi
+                if [ "$mode" = none ]; then limit=$eager_limit; else limit=$compiled_limit; fi
+                flag="--compile $mode"
                 left=$((budget - (SECONDS - start)))
                 if [ "$left" -lt 15 ]; then
                     echo "== $name: skipped, the ${budget} s budget is spent"
@@ -116,6 +123,29 @@ measure() {
     done
 }
 
+official_measure() {  # the official JAX train step on the same card, per size and precision (when its harness is here)
+    [ -f "$official/bench_train.py" ] || { echo "== official: no harness in $official (../shared/peers/official/prepare.sh)"; return 0; }
+    local site="$work/dv3site" size precision dtype left limit rc began home
+    home=$(cd "$official" && pwd)
+    "$official_py" -m pip install -q --no-index --no-deps --target "$site" "$official"/wheels/*.whl || { echo "== official: wheels failed"; return 0; }
+    for size in $sizes; do
+        for precision in $precisions; do
+            if [ "$precision" = bf16 ]; then dtype=bfloat16; else dtype=float32; fi
+            left=$((budget - (SECONDS - official_start)))
+            limit=$official_limit
+            [ "$limit" -gt "$left" ] && limit=$left
+            if [ "$limit" -lt 15 ]; then echo "== official ${size} ${precision}: skipped, budget spent"; continue; fi
+            echo "== official ${size} ${precision} (limit ${limit} s)"
+            began=$SECONDS
+            (cd "$work" && DV3_SRC="$home/src" DV3_PLATFORM=$device PYTHONPATH="$site" \
+                timeout --kill-after=10 "$limit" "$official_py" "$home/bench_train.py" \
+                --size "$size" --dtype "$dtype" --warmup 3 --steps 20 --out "$work/official_${size}_${precision}.json")
+            rc=$?
+            echo "== official ${size} ${precision}: rc=$rc after $((SECONDS - began)) s"
+        done
+    done
+}
+
 command_line() {  # how this script was run, with the settings given to it
     local v
     for v in $(compgen -e | grep '^GPU_CHECK_' | sort); do printf '%s=%q ' "$v" "${!v}"; done
@@ -130,7 +160,12 @@ from pathlib import Path
 work, out, sizes, modes, precisions = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split(), sys.argv[5].split()
 device, command = sys.argv[6], sys.argv[7]
 env = json.loads((work / "env.json").read_text()) if (work / "env.json").exists() else {}
-rows, runs = [], {}
+rows, runs, official = [], {}, {}
+for size in sizes:
+    for precision in precisions:
+        path = work / f"official_{size}_{precision}.json"
+        if path.exists():
+            official[(size, precision)] = json.loads(path.read_text())
 for size in sizes:
     for mode in modes:
         for precision in precisions:
@@ -167,38 +202,47 @@ if first:
         if gflops is not None:
             lines.append(f"matmul throughput ({precision}, 16384x2560 @ 2560x256, {device}): {gflops:.0f} GFLOP/s")
 header = (f"{'size':<9} {'mode':<9} {'precision':<9} {'s/update':>9} {'min':>8} {'warm-up s':>10} {'vs eager':>9} {'vs f32':>7} "
-          f"{'GFLOP/upd':>10} {'peak alloc MiB':>15} {'peak rsrv MiB':>14}  status")
+          f"{'official s':>10} {'/official':>9} {'breaks':>6} {'GFLOP/upd':>10} {'peak alloc MiB':>15} {'peak rsrv MiB':>14}  status")
 lines += ["", header, "-" * len(header)]
 median = {(r["size"], r["mode"], r["precision"]): r.get("s_per_update_median") for r in rows}
 for r in rows:
     ratio = f32 = "-"
-    eager = median.get((r["size"], "eager", r["precision"]))
-    if r["mode"] == "compiled" and eager and r.get("s_per_update_median"):
+    eager = median.get((r["size"], "none", r["precision"]))
+    if r["mode"] != "none" and eager and r.get("s_per_update_median"):
         ratio = f"x{eager / r['s_per_update_median']:.2f}"
     base = median.get((r["size"], r["mode"], "float32"))
     if r["precision"] != "float32" and base and r.get("s_per_update_median"):
         f32 = f"x{base / r['s_per_update_median']:.2f}"
+    theirs = official.get((r["size"], r["precision"]), {}).get("median_s")
+    vs_official = f"{r['s_per_update_median'] / theirs:.2f}" if theirs and r.get("s_per_update_median") else "-"
     lines.append(
         f"{r['size']:<9} {r['mode']:<9} {r['precision']:<9} {num(r, 's_per_update_median', '.4f'):>9} {num(r, 's_per_update_min', '.4f'):>8} "
-        f"{num(r, 'warmup_s', '.1f'):>10} {ratio:>9} {f32:>7} {num(r, 'gflop_per_update', '.0f'):>10} "
+        f"{num(r, 'warmup_s', '.1f'):>10} {ratio:>9} {f32:>7} {format(theirs, '.4f') if theirs else '-':>10} {vs_official:>9} "
+        f"{num(r, 'graph_breaks', 'd'):>6} {num(r, 'gflop_per_update', '.0f'):>10} "
         f"{num(r, 'peak_gpu_mem_allocated_mib', '.0f'):>15} {num(r, 'peak_gpu_mem_reserved_mib', '.0f'):>14}  {r['status']}"
     )
 lines += [
     "",
     "s/update: median of the timed updates (min: fastest), synchronised; warm-up s: the two updates before them "
-    "(compilation included); vs eager: eager s/update of the same size and precision over this row's; vs f32: the float32 "
+    "(compilation included); vs eager: eager (none) s/update of the same size and precision over this row's; vs f32: the float32 "
     "row of the same size and mode over this row's; peak: torch.cuda.max_memory_allocated / max_memory_reserved of the process. "
-    "bf16: run.precision=bf16, bfloat16 compute under torch.autocast, float32 weights, optimiser state and losses.",
+    "bf16: run.precision=bf16, bfloat16 compute under torch.autocast, float32 weights, optimiser state and losses. "
+    "official s: median s/update of the official DreamerV3 (JAX) compiled train step on this card, same batch, size and "
+    "compute dtype (../shared/peers/official/bench_train.py; - where it did not run); /official: this row's over it; "
+    "breaks: graph breaks dynamo met in the whole update (run.compile=update).",
 ]
 text = "\n".join(lines) + "\n"
 print(text, end="")
 (out / "gpu_check.txt").write_text(text)
-(out / "gpu_check.json").write_text(json.dumps({"command": command, "env": env, "precisions": precisions, "rows": rows, "runs": runs}, indent=2))
+(out / "gpu_check.json").write_text(json.dumps({"command": command, "env": env, "precisions": precisions, "rows": rows, "runs": runs,
+                                                "official": {f"{k[0]}_{k[1]}": v for k, v in official.items()}}, indent=2))
 EOF
 }
 
 main() {
     setup || { echo "gpu_check: setup failed"; return 1; }
+    official_start=$SECONDS
+    official_measure
     measure
     echo
     table

@@ -7,10 +7,13 @@ Prints the machine (CPU model and its vector flags, threads, the measured matmul
 machines are not compared here: the machine is recorded beside them instead.
 
     python benchmarks/speed.py --sizes size1m size12m --threads 2
-    python benchmarks/speed.py --sizes size1m --compile dynamics=transformer   # any config override; on a CPU also
-                                                                               # peak resident memory (one size per process)
-    python benchmarks/speed.py --device cuda --sizes size12m --compile   # also peak GPU memory; no env steps
+    python benchmarks/speed.py --sizes size1m --compile steps dynamics=transformer   # any config override; on a CPU also
+                                                                                     # peak resident memory (one size per process)
+    python benchmarks/speed.py --device cuda --sizes size12m --compile update   # also peak GPU memory; no env steps
     python benchmarks/speed.py --device cuda --sizes size12m --precision bf16
+
+`--compile` takes run.compile's modes (none, steps, update, auto; a bare `--compile` is `steps`); with `update` it
+also prints the graph breaks dynamo meets in the whole update (0: one graph).
 
 `benchmarks/gpu_check.sh` runs the GPU configurations one process each and prints one table.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import gc
 import json
 import os
@@ -37,7 +41,8 @@ from worldmodels.agent.agent import PRECISIONS
 from worldmodels.cpu.matmul import linear, onednn_enabled, set_onednn
 from worldmodels.cpu.memory import keep_freed_memory
 from worldmodels.runtime.driver import Driver
-from worldmodels.runtime.setup import CONFIG_DIR, make_agent, make_env
+from worldmodels.runtime.setup import CONFIG_DIR, compile_mode, make_agent, make_env, make_updater
+from worldmodels.strategies.compile import COMPILE_MODES, graph_breaks
 
 ROOT = Path(__file__).resolve().parents[1]
 # CPU flags worth knowing beside a speed (vector width, bf16/int8 matrix units); the rest of /proc/cpuinfo's list is left out.
@@ -193,10 +198,11 @@ def rss_mib() -> float:
 
 
 def time_updates(
-    size: str, device: str, repeats: int, compile_steps: bool, defer_grads: bool, precision: str = "float32", overrides: tuple[str, ...] = ()
+    size: str, device: str, repeats: int, compile: str, defer_grads: bool, precision: str = "float32", overrides: tuple[str, ...] = ()
 ) -> dict[str, float | str]:
     with initialize_config_dir(CONFIG_DIR, version_base=None):
-        cfg = compose("config", [f"model={size}", f"device={device}", *overrides])
+        cfg = compose("config", [f"model={size}", f"device={device}", f"run.compile={compile}", f"run.defer_grads={defer_grads}",
+                                 *overrides])
     cuda = torch.device(device).type == "cuda"
     if cuda:  # peak memory of this size alone: weights, optimiser state and one update's activations
         gc.collect()
@@ -204,27 +210,32 @@ def time_updates(
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     rss_before = rss_mib()
-    agent = make_agent(cfg, VectorTask)
-    agent.wm.dynamics.defer_grads = defer_grads
+    agent = make_agent(cfg, VectorTask)  # the CPU strategy on a CPU, unless the whole update is compiled
     agent.precision = precision  # as the trainer sets run.precision
     batch = fake_batch(cfg.batch.size, cfg.batch.length, agent.device)
+    mode = compile_mode(cfg)
+    breaks = None
+    if mode == "update":  # dynamo's view of the update, on a copy (tracing runs one update)
+        breaks, reasons = graph_breaks(copy.deepcopy(agent), batch)
+        print(f"{size}: {breaks} graph breaks in the whole update" + "".join(f"\n  {r.splitlines()[0]}" for r in reasons[:5]), flush=True)
     with FlopCounterMode(display=False) as flops:  # matmul FLOPs of one whole update, forward and backward
         agent.train_step(batch)
-    if compile_steps:
-        agent.compile_steps()
+    update = make_updater(cfg, agent)
     sync(agent.device)
     began = time.perf_counter()
-    for _ in range(2):  # warm-up (and compilation)
-        agent.train_step(batch)
+    for _ in range(3 if mode == "update" else 2):  # warm-up and compilation (and on CUDA the graph's capture)
+        update(batch)
     sync(agent.device)
     warmup = time.perf_counter() - began
     times = []
     for _ in range(repeats):
         began = time.perf_counter()
-        agent.train_step(batch)
-        sync(agent.device)  # train_step reads its metrics back, but the optimiser step may still be queued
+        update(batch)
+        sync(agent.device)  # the update reads nothing back: wait for its queued work
         times.append(time.perf_counter() - began)
     row = {
+        "compile": mode,
+        "graph_breaks": breaks,
         "s_per_update_median": float(np.median(times)),
         "s_per_update_min": float(np.min(times)),
         "warmup_s": warmup,
@@ -266,7 +277,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--env-steps", type=int, default=None, help="acting steps timed per size; default 1000 on the CPU, 0 (skipped) on a GPU")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the recurrent step functions")
+    parser.add_argument("--compile", nargs="?", const="steps", default="none", choices=COMPILE_MODES,
+                        help="run.compile: none, steps (bare --compile), update (the whole update as one graph) or auto")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32", help="compute precision (run.precision); bf16: bfloat16 autocast")
     parser.add_argument("--no-keep-memory", dest="keep_memory", action="store_false", help="leave glibc's malloc as it is")
     parser.add_argument("--no-onednn", dest="onednn", action="store_false", help="every linear layer through MKL (run.onednn=false)")
@@ -274,7 +286,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/speed.json (speed_compile.json with --compile)")
     parser.add_argument("overrides", nargs="*", help="config overrides for the agent, e.g. dynamics=transformer")
     args = parser.parse_args()
-    suffix = ("_compile" if args.compile else "") + ("_bf16" if args.precision == "bf16" else "")
+    suffix = {"none": "", "steps": "_compile"}.get(args.compile, f"_compile_{args.compile}") + ("_bf16" if args.precision == "bf16" else "")
     args.out = args.out or ROOT / "benchmarks" / "results" / f"speed{suffix}.json"
     on_cpu = torch.device(args.device).type == "cpu"
     if args.env_steps is None:  # acting one env at a time is a CPU-side measure; on a GPU it times launches and copies
@@ -304,7 +316,7 @@ def main() -> None:
         row["env_steps_per_s"] = time_env_steps(size, args.device, args.env_steps, args.precision) if args.env_steps > 0 else None
         rows[size] = row
         print(
-            f"{size}: {row['s_per_update_median']:.3f} s/update (min {row['s_per_update_min']:.3f}, warm-up {row['warmup_s']:.1f} s), "
+            f"{size}: {row['s_per_update_median']:.3f} s/update (compile {row['compile']}) (min {row['s_per_update_min']:.3f}, warm-up {row['warmup_s']:.1f} s), "
             + (f"{row['env_steps_per_s']:.0f} env steps/s, " if row["env_steps_per_s"] is not None else "")
             + f"{row['gflop_per_update']:.0f} GFLOP/update (matmul floor {row['matmul_floor_s']:.3f} s)"
             + (f", peak GPU memory {row['peak_gpu_mem_allocated_mib']:.0f} MiB allocated" if "peak_gpu_mem_allocated_mib" in row else "")

@@ -109,7 +109,7 @@ def ref_policy_terms(params: torch.Tensor, actions: torch.Tensor, discrete: bool
 def reference(agent: Agent, batch: dict, seen: dict, lo0: float, hi0: float, discrete: bool) -> dict:
     """Every actor-critic quantity of one update, from the captured trajectory and the networks' raw outputs."""
     bins = ref_bins(AGENT["bins"])
-    feats = seen["feats"].tensor()  # (H+1, N, F), the concatenated features
+    feats = seen["feats"]  # (H+1, N, F), the concatenated features
     H = feats.shape[0] - 1
     with torch.no_grad():
         rew = ref_mean(agent.wm.reward(feats), bins)  # (H+1, N); rew[0] is not used
@@ -206,7 +206,7 @@ def run_loss(agent: Agent, batch: dict, monkeypatch) -> tuple[torch.Tensor, dict
 
     monkeypatch.setattr(agent, "imagine", capture_imagine)
     monkeypatch.setattr(agent.wm, "loss", capture_wm_loss)
-    total, metrics = agent.loss(batch)
+    total, metrics, seen["out"] = agent.loss(batch)
     # Agent.loss adds its actor-critic losses to the world model's per-step dict (then sums and averages it).
     assert set(AC_KEYS) <= set(seen["losses"]), sorted(seen["losses"])
     return total, metrics, seen
@@ -244,9 +244,11 @@ def test_actor_critic_losses_follow_the_dreamerv3_formulas(discrete, retnorm, mo
     else:
         assert float(ref["scale"]) > 5.0
 
-    # The return normaliser: its state after the update and the scale it reports.
-    assert float(agent.retnorm.lo) == pytest.approx(float(ref["lo"]), rel=1e-5, abs=1e-6)
-    assert float(agent.retnorm.hi) == pytest.approx(float(ref["hi"]), rel=1e-5, abs=1e-6)
+    # The return normaliser: the state the update stores and the scale it reports (the loss itself changes nothing).
+    lo, hi = seen["out"]["retnorm"]
+    assert float(lo) == pytest.approx(float(ref["lo"]), rel=1e-5, abs=1e-6)
+    assert float(hi) == pytest.approx(float(ref["hi"]), rel=1e-5, abs=1e-6)
+    assert (float(agent.retnorm.lo), float(agent.retnorm.hi)) == ((-4.0, 6.0) if retnorm == "primed" else (0.0, 0.0))
     assert metrics["imag/retnorm_scale"] == pytest.approx(float(ref["scale"]), rel=1e-5)
     assert metrics["imag/return"] == pytest.approx(float(ref["ret"].mean()), rel=1e-5, abs=1e-5)
     assert metrics["imag/value"] == pytest.approx(float(ref["val"].mean()), rel=1e-5, abs=1e-5)

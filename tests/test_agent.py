@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from worldmodels.agent.agent import Agent
+from worldmodels.strategies.compile import compile_steps
+from worldmodels.strategies.cpu import use_cpu_speedups
 
 from tiny import TINY_AGENT, TINY_MODEL, make_batch
 
@@ -29,13 +31,13 @@ def test_imagination_is_time_major_and_only_the_actor_outputs_carry_gradients(di
     feats, actions, params = agent.imagine(start, horizon)
     assert feats.shape == (horizon + 1, n, rssm.feat_dim) and actions.shape[:2] == (horizon, n)
     assert params.shape == (horizon, n, 3 if discrete else 4)
-    torch.testing.assert_close(feats[0].tensor(), rssm.feat(start))  # step 0 is the start state itself
-    # The indices name the hot column of every variable of every imagined state.
-    hot = feats.stoch.gather(-1, feats.index)
-    assert torch.equal(hot, torch.ones_like(hot)) and torch.equal(feats.stoch.sum(-1), torch.full(feats.index.shape[:-1], 4.0))
-    assert not feats.deter.requires_grad and not feats.stoch.requires_grad and not actions.requires_grad and params.requires_grad
+    torch.testing.assert_close(feats[0], rssm.feat(start))  # step 0 is the start state itself
+    # Every imagined state's stoch half is one-hot: one 1 per variable.
+    stoch = feats[..., rssm.deter:].unflatten(-1, (rssm.stoch, rssm.classes))
+    assert torch.equal(stoch.sum(-1), torch.ones(horizon + 1, n, rssm.stoch)) and set(stoch.unique().tolist()) == {0.0, 1.0}
+    assert not feats.requires_grad and not actions.requires_grad and params.requires_grad
     # The stored outputs are the actor's outputs on the states acted in (the policy loss reuses them).
-    torch.testing.assert_close(params, agent.actor.params(feats[:-1].tensor()))
+    torch.testing.assert_close(params, agent.actor.params(feats[:-1]))
     params.sum().backward()
     assert all(p.grad is not None for p in agent.actor.parameters())
     assert all(p.grad is None for p in agent.wm.parameters()) and all(p.grad is None for p in agent.critic.parameters())
@@ -47,9 +49,9 @@ def test_compiled_steps_compute_the_same_update_as_eager():
     like eager mode, one update gives the same losses and the same new weights."""
     torch._dynamo.reset()
     torch.manual_seed(0)
-    eager = Agent(OBS, gym.spaces.Box(-1, 1, (2,), np.float32), MODEL, AGENT)
+    eager = use_cpu_speedups(Agent(OBS, gym.spaces.Box(-1, 1, (2,), np.float32), MODEL, AGENT))  # as run.compile=auto on a CPU
     compiled = copy.deepcopy(eager)
-    compiled.compile_steps()
+    compile_steps(compiled)
     batch = make_batch()
     with torch._inductor.config.patch(fallback_random=True):
         torch.manual_seed(3)

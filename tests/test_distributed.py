@@ -67,6 +67,24 @@ def half(batch: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
     return {k: v[rank * rows:(rank + 1) * rows] for k, v in batch.items()}
 
 
+def record_grads(agent) -> dict[str, torch.Tensor]:
+    """The gradients each update of `agent` steps with (after its grad_hook, if any), by parameter name, in the dict
+    returned (filled by every update)."""
+    names = {id(p): name for name, p in agent.named_parameters()}
+    params = [p for group in agent.opt.param_groups for p in group["params"]]
+    inner, seen = agent.grad_hook, {}
+
+    def hook(grads, finite):
+        if inner is not None:
+            grads, finite = inner(grads, finite)
+        seen.clear()
+        seen.update({names[id(p)]: g.clone() for p, g in zip(params, grads) if g is not None})
+        return grads, finite
+
+    agent.grad_hook = hook
+    return seen
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,10 +102,11 @@ def data_parallel_worker(rank: int, port: int, out: str) -> None:
         assert world.size == WORLD and world.rank == rank
         agent = tiny_agent(seed=rank)  # different initial weights on each rank ...
         distributed.broadcast_(list(agent.state_dict().values()))  # ... until rank 0's are broadcast
-        agent.data_parallel = True
+        distributed.data_parallel(agent)
+        grads = record_grads(agent)
         agent.train_step(half(whole_batch(), rank))
         first = {
-            "grads": {name: p.grad.clone() for name, p in agent.named_parameters() if p.grad is not None},
+            "grads": dict(grads),
             "weights": {k: v.clone() for k, v in agent.state_dict().items()},
         }
         for update in range(1, UPDATES):  # each rank its own batches, as from its own replay
@@ -121,8 +140,8 @@ def test_averaged_gradients_of_two_ranks_are_the_gradient_of_the_whole_batch(ran
     monkeypatch.setattr(torch, "rand", constant_rand)
     with torch.random.fork_rng():
         agent = tiny_agent(seed=0)  # rank 0's weights, which both ranks trained from
+        expected = record_grads(agent)
         agent.train_step(whole_batch())  # one process, the whole batch
-    expected = {name: p.grad for name, p in agent.named_parameters() if p.grad is not None}
     for rank in ranks:
         grads = rank["first"]["grads"]
         assert grads.keys() == expected.keys()

@@ -109,7 +109,7 @@ def test_nonfinite_update_is_skipped_and_counted(tmp_path):
     batch = to_torch(replay.sample(4, 16), agent.device)
     assert agent.train_step(batch)["train/nonfinite"] == 0
     before = {k: v.clone() for k, v in agent.state_dict().items()}
-    opt_steps = agent.opt.param_groups[0]["step"]
+    opt_steps = agent.opt.param_groups[0]["step"].clone()
     batch["state"][0, 3, 0] = float("nan")
     metrics = agent.train_step(batch)
     assert metrics["train/nonfinite"] == 1
@@ -123,8 +123,14 @@ def test_a_run_of_nonfinite_updates_stops_training_and_keeps_the_checkpoint(tmp_
     original = train_module.Trainer.train_updates
 
     def poisoned(self):
-        if self.step >= 150:
-            self.agent.loss = lambda batch, start=None: (torch.tensor(float("nan")), {})
+        if self.step >= 150 and not hasattr(self, "poisoned"):
+            loss = self.poisoned = self.agent.loss
+
+            def nan_loss(batch, start=None):
+                total, metrics, out = loss(batch, start)
+                return total * float("nan"), metrics, out
+
+            self.agent.loss = nan_loss
         return original(self)
 
     monkeypatch.setattr(train_module.Trainer, "train_updates", poisoned)

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from worldmodels.cpu.linear import use_cpu_linears
 from worldmodels.cpu.onehot_feat import OneHotFeat, onehot_feat_linear
 from worldmodels.models.distributions import sample_onehot
 from worldmodels.models.heads import TwoHotHead
@@ -56,10 +57,11 @@ def test_linear_values_and_gradients_match_the_concatenated_features(bias, rows)
 def test_heads_take_split_features_through_their_first_linear_layer():
     torch.manual_seed(0)
     feat = make_feat(deter=10)
-    head = TwoHotHead(feat.shape[-1], units=8, layers=2, bins=twohot_bins(15))
+    # The CPU strategy's layers (worldmodels/strategies/cpu.py) take them.
+    head = use_cpu_linears(TwoHotHead(feat.shape[-1], units=8, layers=2, bins=twohot_bins(15)))
     torch.nn.init.normal_(head.out.weight)  # zero-initialised otherwise
     torch.testing.assert_close(head(feat), head(feat.tensor()))
-    layer = Linear(feat.shape[-1], 4)  # a head without hidden layers
+    layer = use_cpu_linears(Linear(feat.shape[-1], 4))  # a head without hidden layers
     torch.testing.assert_close(layer(feat), layer(feat.tensor()))
 
 

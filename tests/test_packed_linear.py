@@ -117,14 +117,15 @@ def test_updates_through_packed_weights_match_plain_layers(monkeypatch):
     from test_agent import MODEL, OBS, make_batch
 
     from worldmodels.agent.agent import Agent
+    from worldmodels.strategies.cpu import use_cpu_speedups
 
     from tiny import TINY_AGENT
 
     monkeypatch.setattr(matmul, "MIN_MACS", 0)  # tiny layers through the packed path
     torch.manual_seed(0)
-    packed = Agent(OBS, gym.spaces.Box(-1, 1, (2,), np.float32), MODEL, TINY_AGENT)
-    plain = copy.deepcopy(packed)
-    plain.wm.dynamics.__class__ = RSSM  # CpuRSSM only adds methods (and two attributes) to the plain RSSM
+    plain = Agent(OBS, gym.spaces.Box(-1, 1, (2,), np.float32), MODEL, TINY_AGENT)
+    packed = use_cpu_speedups(copy.deepcopy(plain))  # CpuRSSM only adds methods (and two attributes) to the plain RSSM
+    assert type(packed.wm.dynamics) is CpuRSSM and type(plain.wm.dynamics) is RSSM
     packed.wm.dynamics._handles = {name: packed_linear.new_handle(packed.wm.dynamics) for name in packed.wm.dynamics._handles}
     batch = make_batch()
     for step in range(3):

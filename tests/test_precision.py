@@ -22,6 +22,7 @@ from worldmodels.agent.agent import PRECISIONS, Agent
 from worldmodels.cpu import matmul
 from worldmodels.runtime.errors import UserError
 from worldmodels.runtime.setup import CONFIG_DIR
+from worldmodels.strategies.cpu import use_cpu_speedups
 
 from tiny import TINY_AGENT, TINY_MODEL, make_batch
 
@@ -81,7 +82,8 @@ def test_bf16_update_is_close_to_float32_and_keeps_float32_state():
     assert state and all(t.dtype == torch.float32 for t in state)
     changed = [name for name, p in bf16.named_parameters() if not torch.equal(p, before[name])]
     assert len(changed) > len(list(bf16.parameters())) // 2, changed
-    assert bf16.posterior["deter"].dtype == torch.float32 and bf16.posterior["stoch"].dtype == torch.float32
+    # The posterior latents for the replay: deter in float16 and class indices, as in float32.
+    assert bf16.posterior["latent/deter"].dtype == torch.float16 and bf16.posterior["latent/stoch"].dtype == torch.int16
 
 
 def test_bf16_losses_are_float32_and_matmuls_bfloat16():
@@ -92,7 +94,7 @@ def test_bf16_losses_are_float32_and_matmuls_bfloat16():
     for agent, dtype in ((f32, "torch.float32"), (bf16, "torch.bfloat16")):
         log = MatmulLog()
         with log, torch.no_grad(), agent.autocast():
-            total, metrics = agent.loss(batch)
+            total, metrics, _ = agent.loss(batch)
         assert total.dtype == torch.float32 and all(v.dtype == torch.float32 for v in metrics.values())
         products = {op: dtypes for op, dtypes in log.ops if op.startswith("aten.") and "embedding" not in op}
         assert products and all(set(dtypes) == {dtype} for dtypes in products.values()), log.ops
@@ -104,7 +106,7 @@ def test_custom_cpu_products_step_aside_under_bf16(monkeypatch):
     if not (matmul.available() and matmul.onednn_enabled()):
         pytest.skip("oneDNN linear is not available in this torch build")
     monkeypatch.setattr(matmul, "MIN_MACS", 0)
-    f32, bf16 = agents()
+    f32, bf16 = (use_cpu_speedups(agent) for agent in agents())
     batch = make_batch()
     custom = ("worldmodels.", "mkldnn.", "aten._embedding_bag")
     for agent, expected in ((f32, True), (bf16, False)):

@@ -17,7 +17,7 @@ def test_the_cpu_build_has_the_plain_parameters_and_loads_its_checkpoints():
     torch.manual_seed(0)
     plain = make_dynamics({"name": "rssm"}, 6, 3, WIDTHS, 0.01)
     torch.manual_seed(0)
-    fast = make_dynamics({"name": "rssm"}, 6, 3, WIDTHS, 0.01, cpu=True)
+    fast = CpuRSSM.adopt(make_dynamics({"name": "rssm"}, 6, 3, WIDTHS, 0.01))  # what the CPU strategy does
     assert type(plain) is RSSM and type(fast) is CpuRSSM
     a, b = plain.state_dict(), fast.state_dict()
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)  # same initialisation, same names

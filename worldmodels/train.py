@@ -40,6 +40,7 @@ from worldmodels.runtime.setup import (
     make_agent,
     make_env,
     make_replay,
+    make_updater,
     make_vector_env,
     process_settings,
     seed_everything,
@@ -114,6 +115,14 @@ def set_rng_state(state: dict[str, Any], replay: Replay) -> None:
     replay.rng.bit_generator.state = state["replay"]
 
 
+def mean_metrics(values: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """The mean of each metric's device tensors, read back in one transfer."""
+    if not values:
+        return {}
+    means = torch.stack([torch.stack(v).float().mean() for v in values.values()]).tolist()
+    return dict(zip(values, means))
+
+
 class Trainer:
     """Collect with the current policy, train at the configured ratio, evaluate, log and checkpoint."""
 
@@ -123,12 +132,15 @@ class Trainer:
         # env.num_envs copies (or an env that is already batched, as it is): one policy call and N stored steps per step
         self.env = make_vector_env(cfg.env, cfg.seed, cfg.run.max_env_failures, make_env)
         self.eval_env = make_env(cfg.env, cfg.seed + 10_000)
-        self.agent = make_agent(cfg, self.env)
-        self.agent.wm.dynamics.defer_grads = cfg.run.defer_grads
+        self.agent = make_agent(cfg, self.env)  # with the CPU strategy on a CPU (worldmodels/strategies/cpu.py)
         self.agent.precision = cfg.run.precision  # compute precision of updates and acting (Agent.autocast)
-        self.agent.data_parallel = self.world.size > 1  # gradients averaged over the ranks (worldmodels/runtime/distributed.py)
-        if cfg.run.compile:
-            self.agent.compile_steps()
+        if self.world.size > 1:  # gradients averaged over the ranks (worldmodels/runtime/distributed.py)
+            distributed.data_parallel(self.agent)
+        self.updater = make_updater(cfg, self.agent)  # run.compile: eager, compiled steps or one graph
+        # Updates run without reading the device back: their skip flags and posterior latents wait here until
+        # flush_updates, after the next env step (whose acting has waited for the device anyway).
+        self.unflushed: list[tuple[np.ndarray, dict[str, torch.Tensor], torch.Tensor]] = []
+        self.skipped_run = torch.zeros((), device=self.agent.device)  # consecutive skipped updates, on the device
         self.context = cfg.replay.context
         self.window = cfg.batch.length + self.context  # replayed windows: the context steps, then the trained ones
         # One replay stream per env (replay/env<i> when there are several): windows never mix two envs' steps.
@@ -156,7 +168,6 @@ class Trainer:
         self.stored = 0  # replay items this run stored, one per agent step: what the train ratio counts
         self.updates = 0
         self.train_from: int | None = None  # stored items when training started (train-ratio accounting)
-        self.nonfinite = 0  # consecutive skipped updates
         self.wall = 0.0  # seconds of training before this process (summed over resumes)
         self.started = time.time()
         self.saves = 0  # checkpoints written under torchrun: pairs each rank's own state with rank 0's checkpoint
@@ -230,6 +241,7 @@ class Trainer:
 
         Under torchrun every rank saves together: its replay shard and (ranks > 0) its own state, numbered by
         `saves`; once every rank has, rank 0 alone writes the checkpoint."""
+        self.flush_updates()
         self.replay.flush()
         self.replay.save_state(LATENT_KEYS)  # the online queue and the latents rewritten by training
         if self.world.size > 1:
@@ -293,13 +305,15 @@ class Trainer:
             raise UserError(f"interrupted at step {self.step}; checkpoint saved, rerun the same command to resume")
         return low[3] < 0
 
-    def train_updates(self) -> dict[str, list[float]]:
-        """Run the updates owed so far: updates * B * T ~= train_ratio * stored steps.
+    def train_updates(self) -> dict[str, list[torch.Tensor]]:
+        """Run the updates owed so far: updates * B * T ~= train_ratio * stored steps. Returns their metrics as device
+        tensors (read back when a log line is due).
 
         As in the official code, the ratio counts replay items (one per agent step), not env frames: with
         an action repeat of 2, the same ratio replays each stored step as often as with a repeat of 1."""
         cfg = self.cfg
-        metrics: dict[str, list[float]] = defaultdict(list)
+        self.flush_updates()
+        metrics: dict[str, list[torch.Tensor]] = defaultdict(list)
         # Under torchrun every rank runs the same updates (their gradients are averaged), counted from the fewest
         # steps any rank had stored at the last lockstep: each rank trains at the ratio on its own data.
         stored, ready = (self.agreed["stored"], self.agreed["ready"]) if self.world.size > 1 else (self.stored, self.ready())
@@ -314,19 +328,31 @@ class Trainer:
             batch, start = to_torch(sample, self.agent.device), None
             if self.context:
                 batch, start = self.agent.split_context(batch, self.context)
-            result = self.agent.train_step(batch, start)
-            if self.context and not result["train/nonfinite"]:
-                self.replay.update(index[:, self.context:], self.agent.posterior_entries())
-            self.nonfinite = self.nonfinite + 1 if result["train/nonfinite"] else 0
-            if self.nonfinite >= cfg.run.max_nonfinite:
-                raise UserError(
-                    f"training stopped: {self.nonfinite} updates in a row had a non-finite loss or gradient; "
-                    f"the last good checkpoint is kept in {self.run_dir / 'checkpoints'}"
-                )
+            result, latents = self.updater(batch, start)
+            skipped = result["train/nonfinite"]
+            self.skipped_run = (self.skipped_run + 1) * skipped
+            self.unflushed.append((index[:, self.context:], latents if self.context else {}, skipped))
             for key, value in result.items():
                 metrics[key].append(value)
             self.updates += 1
         return metrics
+
+    def flush_updates(self) -> None:
+        """Read back what the queued updates left: their posterior latents go into the replay (replay context; not
+        those of skipped updates), and a run of `run.max_nonfinite` skipped updates stops training."""
+        if not self.unflushed:
+            return
+        pending, self.unflushed = self.unflushed, []
+        skipped = torch.stack([s for _, _, s in pending]).tolist()
+        for (index, latents, _), skip in zip(pending, skipped):
+            if latents and not skip:
+                self.replay.update(index, {k: v.cpu().numpy() for k, v in latents.items()})
+        run = int(self.skipped_run)
+        if run >= self.cfg.run.max_nonfinite:
+            raise UserError(
+                f"training stopped: {run} updates in a row had a non-finite loss or gradient; "
+                f"the last good checkpoint is kept in {self.run_dir / 'checkpoints'}"
+            )
 
     def run(self) -> None:
         cfg = self.cfg
@@ -338,7 +364,7 @@ class Trainer:
         def after(every: int) -> int:
             return (self.step // every + 1) * every if every else total + 1
 
-        pending: dict[str, list[float]] = defaultdict(list)
+        pending: dict[str, list[torch.Tensor]] = defaultdict(list)  # update metrics, on the device until logged
         episodes: list[float] = []
         per_env: dict[int, list[float]] = defaultdict(list)  # returns by env, logged when there are several
         last_return = eval_return = None
@@ -374,7 +400,7 @@ class Trainer:
                     next_report, next_video = after(cfg.report.every), after(cfg.run.video_every)
                 if self.step >= next_log or final or line:
                     elapsed = max(time.time() - start, 1e-9)
-                    line.update({k: float(np.mean(v)) for k, v in pending.items()})
+                    line.update(mean_metrics(pending))
                     if episodes:
                         line["episode/return"] = float(np.mean(episodes))
                         line["episode/count"] = len(episodes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -14,14 +15,13 @@ from torch import nn
 
 from worldmodels.agent.optim import LaProp
 from worldmodels.agent.returns import ReturnNorm, lambda_return
-from worldmodels.cpu.onehot_feat import OneHotFeat
+from worldmodels.models.distributions import one_hot
 from worldmodels.models.heads import Actor, TwoHotHead
-from worldmodels.models.nets import NormAct, compiled_rms_silu
 from worldmodels.models.transforms import twohot_bins, twohot_expect, twohot_mix_nll
 from worldmodels.models.world_model import Batch, WorldModel
-from worldmodels.runtime import distributed
 
 Carry = tuple[dict[str, torch.Tensor], torch.Tensor]
+GradHook = Callable[[list[torch.Tensor | None], torch.Tensor], tuple[list[torch.Tensor | None], torch.Tensor]]
 
 # Replay keys of the latent state stored with each step, for replay context (see Agent.split_context).
 LATENT_KEYS = ("latent/deter", "latent/stoch")
@@ -82,8 +82,7 @@ class Agent(nn.Module):
         bins = twohot_bins(int(agent["bins"]))
         widths = {k: model[k] for k in ("deter", "hidden", "stoch", "classes", "blocks", "units", "depth", "enc_layers", "dec_layers", "head_layers")}
         self.wm = WorldModel(self.obs_keys, self.action_dim, bins=bins, unimix=agent["unimix"], free_bits=agent["free_bits"],
-                             dynamics=dynamics, objective=objective, dec_scale=agent["loss_scales"]["dec"],
-                             cpu=torch.device(device).type == "cpu", **widths)
+                             dynamics=dynamics, objective=objective, dec_scale=agent["loss_scales"]["dec"], **widths)
         # The objective's own terms (recon and masked: `dec`, scaled by loss_scales.dec) replace `dec`.
         self.scales = {**{k: v for k, v in agent["loss_scales"].items() if k != "dec"}, **self.wm.objective.scales}
         feat = self.wm.dynamics.feat_dim
@@ -96,26 +95,12 @@ class Agent(nn.Module):
         trainable = [p for p in self.parameters() if p.requires_grad]
         self.opt = LaProp(trainable, **agent["opt"])
         self.gamma = 1.0 - 1.0 / agent["horizon"]
-        self.posterior: dict[str, torch.Tensor] = {}  # latents of the last update (posterior_entries)
-        # Set by the trainer under torchrun (worldmodels/runtime/distributed.py): every update averages its gradients over
-        # the ranks and takes the return percentiles over every rank's returns, so all ranks stay identical.
-        self.data_parallel = False
-
-    def compile_steps(self) -> None:
-        """torch.compile the per-step functions of the recurrent loops (observe and imagine).
-
-        Only the step bodies are compiled, so the Python loops over time stay short to trace and the
-        same code runs eagerly when compile is off. Compiling takes tens of seconds at start-up.
-        """
-        compile_dynamics = getattr(self.wm.dynamics, "compile_steps", None)
-        if compile_dynamics is not None:  # the RSSM's observe loop step (the Transformer filters in one pass)
-            compile_dynamics()
-        self._imagine_step = torch.compile(self._imagine_step, dynamic=False)
-        # The heads outside those steps (critic, reward, continue on 16 x 1024 imagined states) get their
-        # norm and activation fused.
-        for module in self.modules():
-            if isinstance(module, NormAct):
-                module.norm_act = compiled_rms_silu()
+        self.posterior: dict[str, torch.Tensor] = {}  # replay latents of the last train_step (posterior_entries)
+        # Hooks the runtime sets under torchrun (worldmodels/runtime/distributed.py: data_parallel), so that every update
+        # averages its gradients over the ranks and takes the return percentiles over every rank's returns, and all ranks
+        # stay identical. `grad_hook(grads, finite) -> (grads, finite)`; `returns_hook(ret) -> the global batch's returns`.
+        self.grad_hook: GradHook | None = None
+        self.returns_hook: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context the forward passes of an update and of acting run in.
@@ -152,11 +137,16 @@ class Agent(nn.Module):
         return action, (state, action)
 
     @staticmethod
-    def latent_entries(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        """A state's latents as replay values (..., ·): deter in float16 (the official code stores it in its
-        bf16 compute dtype) and the sampled class of each stoch variable."""
-        return {"latent/deter": state["deter"].to(torch.float16).cpu().numpy(),
-                "latent/stoch": state["stoch"].argmax(-1).to(torch.int16).cpu().numpy()}
+    def latent_values(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A state's latents as replay values (..., ·), on its device: deter in float16 (the official code stores it
+        in its bf16 compute dtype) and the sampled class of each stoch variable."""
+        return {"latent/deter": state["deter"].detach().to(torch.float16),
+                "latent/stoch": state["stoch"].detach().argmax(-1).to(torch.int16)}
+
+    @classmethod
+    def latent_entries(cls, state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """`latent_values` as host arrays."""
+        return {k: v.cpu().numpy() for k, v in cls.latent_values(state).items()}
 
     def replay_entry(self, carry: Carry) -> dict[str, np.ndarray]:
         """The latent state of an acting carry as replay values (N, ...)."""
@@ -167,14 +157,14 @@ class Agent(nn.Module):
         are not trained on; the latent state stored for the last of them, with the action taken there,
         starts the filtering of the rest, instead of zeros. Returns (the rest, its start carry)."""
         k = context - 1
-        stoch = F.one_hot(batch["latent/stoch"][:, k].long(), self.wm.dynamics.classes).float()
+        stoch = one_hot(batch["latent/stoch"][:, k], self.wm.dynamics.classes)
         start = ({"deter": batch["latent/deter"][:, k].float(), "stoch": stoch}, batch["action"][:, k].float())
         rest = {key: value[:, context:] for key, value in batch.items() if key not in LATENT_KEYS}
         return rest, start
 
     def posterior_entries(self) -> dict[str, np.ndarray]:
-        """The posterior latents (B, T, ...) of the last update, as replay values (see latent_entries)."""
-        return self.latent_entries(self.posterior)
+        """The posterior latents (B, T, ...) of the last `train_step`, as replay values (see latent_values)."""
+        return {k: v.cpu().numpy() for k, v in self.posterior.items()}
 
     def env_action(self, action: torch.Tensor) -> np.ndarray:
         """Agent action (N, A) -> what the environments take: indices, or vectors clipped to [-1, 1]."""
@@ -187,13 +177,11 @@ class Agent(nn.Module):
         """Two-hot loss toward the returns plus the regulariser toward the slow critic's predictions."""
         return twohot_mix_nll(logp, [ret, slow_val], [1.0, self.cfg["slowreg"]], self.critic.bins)
 
-    def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[OneHotFeat, torch.Tensor, torch.Tensor]:
+    def imagine(self, start: dict[str, torch.Tensor], horizon: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Roll the prior forward under the actor from N start states, time-major.
 
         Returns feats (H+1, N, F), and the actions taken from the first H states (H, N, A) with the
         actor's raw outputs there (H, N, P); the last state is only bootstrapped from, never acted in.
-        The feats are an `OneHotFeat` (deter, one-hot stoch and its indices), which every head's first
-        layer takes directly and computes with a gather for the one-hot half (onehot_feat.py).
         The dynamics run without autograd: the actor learns by REINFORCE and the critic from fixed
         targets, so no gradient needs to flow through them. The actor's outputs keep their graph (to the
         actor's weights only), so the policy loss reuses this forward pass instead of running it again.
@@ -207,8 +195,12 @@ class Agent(nn.Module):
             params.append(param)
             actions.append(action)
         with torch.no_grad():
-            feats.append(OneHotFeat.from_state(state["deter"], state["stoch"], state["classes"]))
-        return OneHotFeat.stack(feats), torch.stack(actions), torch.stack(params)
+            feats.append(self.imagined_features(state))
+        return torch.stack(feats), torch.stack(actions), torch.stack(params)
+
+    def imagined_features(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The features of an imagined state (with the sampled `classes` of its stoch), which the heads read."""
+        return self.wm.dynamics.feat(state)
 
     def _imagine_step(self, state: dict[str, torch.Tensor]) -> tuple[Any, ...]:
         """Act, then step the prior under that action: the body of the imagination loop, one unit for
@@ -218,21 +210,22 @@ class Agent(nn.Module):
         the sampled action, and the next state (with the classes sampled for its stoch).
         """
         with torch.no_grad():
-            feat = OneHotFeat.from_state(state["deter"], state["stoch"], state["classes"])
+            feat = self.imagined_features(state)
         param = self.actor.params(feat)
         with torch.no_grad():
             action = self.actor.dist(param.detach()).sample()
             state = self.wm.dynamics.imagine_step(state, action)
         return feat, param, action, state
 
-    def loss(self, batch: Batch, start: Carry | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total scaled loss and metrics of one update (world model, actor, critic, replay value).
+    def loss(self, batch: Batch, start: Carry | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
+        """Total scaled loss, metrics and what the update stores of one update (world model, actor, critic, replay
+        value). Nothing is changed here: the return normaliser's new estimates come out in `out["retnorm"]` (lo, hi)
+        and the posterior latents as replay values in `out["posterior"]` (see `update`).
 
         `start`: the carry the filtering starts from (replay context); zeros when None."""
         B, T = batch["reward"].shape
         state, prev_action = start if start is not None else self.initial_carry(B)
         losses, post, _ = self.wm.loss(batch, state, prev_action)
-        self.posterior = {"deter": post["deter"].detach(), "stoch": post["stoch"].detach()}
         wm_feat = post["feat"]
         bins = self.critic.bins
 
@@ -252,8 +245,10 @@ class Agent(nn.Module):
             last_probs = torch.softmax(self.critic(feats[-1:]), -1)
             val = torch.cat([twohot_expect(critic_logp.detach().exp(), bins), twohot_expect(last_probs, bins)])
             ret = lambda_return(rew.T, val.T, disc.T, torch.full_like(val.T, self.cfg["lam"])).T  # (H, N)
-            self.retnorm.update(distributed.gather_cat(ret) if self.data_parallel else ret)  # the global batch's percentiles
-            adv = (ret - val[:-1]) / self.retnorm.scale()
+            # The percentiles of the global batch's returns (under torchrun, every rank's).
+            retnorm = self.retnorm.moved(ret if self.returns_hook is None else self.returns_hook(ret))
+            retnorm_scale = self.retnorm.scale(*retnorm)
+            adv = (ret - val[:-1]) / retnorm_scale
             slow_val = self.slow_critic.mean(feats[:-1])  # the last state is only bootstrapped from
 
         # Losses on the first H states; time-major slices like weight[:-1] are views, not copies.
@@ -285,44 +280,48 @@ class Agent(nn.Module):
                 "imag/return": ret.mean(),
                 "imag/value": val.mean(),
                 "imag/reward": rew[1:].mean(),  # time-major: the imagined steps, not the start states
-                "imag/retnorm_scale": self.retnorm.scale(),
+                "imag/retnorm_scale": retnorm_scale,
                 "policy/entropy": ent.mean().detach(),
                 "wm/post_entropy": -(post["logits"].exp() * post["logits"]).sum(-1).mean().detach(),
             }
         )
-        return total, metrics
+        return total, metrics, {"retnorm": retnorm, "posterior": self.latent_values(post)}
+
+    def update(self, batch: Batch, start: Carry | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """One update of every network from a replayed batch (B, T, ...), filtered from `start` (zeros when None):
+        the losses, their gradients, the optimiser step (clipping included), the slow critic, the return
+        normaliser and the objective's target networks.
+
+        Returns the metrics as 0-d tensors and the posterior latents (B, T, ...) as replay values (tensors), for
+        the replay context. A non-finite loss or gradient skips the update: weights, optimiser state, slow critic,
+        normaliser and targets stay as they were, and `train/nonfinite` is 1, so one bad batch cannot poison the
+        run. That choice is made on the device (`torch.where`), and nothing here reads the device back: the
+        whole update is one function that `torch.compile` can take as one graph (worldmodels/strategies/compile.py).
+        """
+        with self.autocast():  # forward passes only: the gradients and the optimiser step run outside
+            total, metrics, out = self.loss(batch, start)
+        params = [p for group in self.opt.param_groups for p in group["params"]]
+        grads = list(torch.autograd.grad(total, params, allow_unused=True))
+        present = [g for g in grads if g is not None]
+        finite = torch.isfinite(total) & torch.isfinite(torch.stack(torch._foreach_norm(present)).sum())
+        if self.grad_hook is not None:  # under torchrun: the global batch's gradients; skipped where any rank's are not finite
+            grads, finite = self.grad_hook(grads, finite)
+        self.opt.apply(grads, finite)
+        with torch.no_grad():
+            # The critic's new weights are finite (a skipped step leaves the old ones), so a zero rate keeps the slow
+            # critic exactly as it was.
+            rate = self.cfg["slow_rate"] * finite.float()
+            for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
+                slow.lerp_(fast, rate)
+        self.retnorm.store(*out["retnorm"], keep=finite)
+        self.wm.objective.update_targets(finite)  # selfpred's slow target encoder
+        metrics["loss/total"] = total.detach()
+        metrics["train/nonfinite"] = (~finite).float()
+        return metrics, out["posterior"]
 
     def train_step(self, batch: Batch, start: Carry | None = None) -> dict[str, float]:
-        """One update of every network from a replayed batch (B, T, ...), filtered from `start` (zeros when
-        None); the posterior latents are left in `posterior_entries()` for the replay.
-
-        A non-finite loss or gradient skips the update (weights, optimiser and slow critic untouched)
-        and reports `train/nonfinite` = 1, so one bad batch cannot poison the run.
-        """
+        """`update`, eagerly, with the metrics read back as floats; the posterior latents are left in
+        `posterior_entries()` for the replay."""
         self.train()
-        with self.autocast():  # forward passes only: the backward pass and the optimiser step run outside
-            total, metrics = self.loss(batch, start)
-        self.opt.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(total))
-        if self.data_parallel:  # every rank takes the same branch: the update is skipped where any rank's loss is not finite
-            finite = distributed.all_true(finite, self.device)
-        if finite:
-            total.backward()
-            grads = [p.grad for p in self.parameters() if p.grad is not None]
-            if self.data_parallel:
-                # After backward every gradient is final (the deferred ones of the observe loop included) and the
-                # optimiser has not clipped yet: the average is what one process would get from the global batch.
-                distributed.average_(grads)
-            finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()))
-        if finite:
-            self.opt.step()
-            with torch.no_grad():
-                rate = self.cfg["slow_rate"]
-                for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
-                    slow.lerp_(fast, rate)
-            self.wm.objective.update_targets()  # selfpred's slow target encoder
-        else:
-            self.opt.zero_grad(set_to_none=True)
-        metrics["loss/total"] = total.detach()
-        metrics["train/nonfinite"] = torch.tensor(0.0 if finite else 1.0)
+        metrics, self.posterior = self.update(batch, start)
         return {k: float(v) for k, v in metrics.items()}

@@ -44,13 +44,30 @@ class ReturnNorm(nn.Module):
         self.register_buffer("hi", torch.zeros(()))
 
     @torch.no_grad()
-    def update(self, ret: torch.Tensor) -> None:
+    def moved(self, ret: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The percentile estimates (lo, hi) after taking in the returns `ret`, without storing them; the
+        current ones where `ret` is not all finite (a diverged batch must not move the statistics). Decided on
+        the device: nothing is read back."""
         flat = ret.detach().reshape(-1).float()
-        if not bool(torch.isfinite(flat).all()):
-            return  # a diverged batch must not move the statistics (its update is skipped too)
         qs = torch.quantile(flat, torch.tensor([self.low, self.high], device=flat.device))
-        self.lo.lerp_(qs[0], self.rate)
-        self.hi.lerp_(qs[1], self.rate)
+        ok = torch.isfinite(flat).all()
+        lo = torch.where(ok, torch.lerp(self.lo, qs[0], self.rate), self.lo)
+        hi = torch.where(ok, torch.lerp(self.hi, qs[1], self.rate), self.hi)
+        return lo, hi
 
-    def scale(self) -> torch.Tensor:
-        return torch.clamp(self.hi - self.lo, min=self.limit)
+    @torch.no_grad()
+    def store(self, lo: torch.Tensor, hi: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        """Store estimates from `moved`, where the 0-d bool `keep` holds (None: always)."""
+        if keep is not None:
+            lo, hi = torch.where(keep, lo, self.lo), torch.where(keep, hi, self.hi)
+        self.lo.copy_(lo)
+        self.hi.copy_(hi)
+
+    def update(self, ret: torch.Tensor) -> None:
+        self.store(*self.moved(ret))
+
+    def scale(self, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None) -> torch.Tensor:
+        """max(limit, hi - lo) of the stored estimates, or of the given ones."""
+        lo = self.lo if lo is None else lo
+        hi = self.hi if hi is None else hi
+        return torch.clamp(hi - lo, min=self.limit)

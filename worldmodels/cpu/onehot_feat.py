@@ -48,6 +48,13 @@ class OneHotFeat:
     def stack(cls, feats: list[OneHotFeat]) -> OneHotFeat:
         return cls(*(torch.stack([getattr(f, k) for f in feats]) for k in ("deter", "stoch", "index")))
 
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """`torch.stack` of a list of them stacks each part (so the agent's plain imagination loop stacks these too)."""
+        if func is torch.stack and not kwargs and len(args) == 1:
+            return cls.stack(list(args[0]))
+        return NotImplemented
+
     def __getitem__(self, key) -> OneHotFeat:
         return OneHotFeat(self.deter[key], self.stoch[key], self.index[key])
 

@@ -1,4 +1,5 @@
-"""The RSSM of rssm.py with the CPU speed-ups that keep its math: the model the agent builds on a CPU.
+"""The RSSM of rssm.py with the CPU speed-ups that keep its math: what the CPU strategy turns the RSSM into
+(worldmodels/strategies/cpu.py).
 
 Same parameters, same functions (up to float rounding: tanh is computed as 2 sigmoid(2x) - 1, and sums run
 in another order), so a checkpoint moves freely between `RSSM` and `CpuRSSM`. What differs:
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 
 from worldmodels.cpu import matmul
 from worldmodels.cpu.deferred_grad import deferred_slots
+from worldmodels.cpu.linear import use_cpu_linears
 from worldmodels.cpu.matmul import linear
 from worldmodels.cpu.onehot_feat import OneHotFeat
 from worldmodels.cpu.packed_linear import available as packing_available
@@ -40,8 +42,22 @@ class CpuRSSM(RSSM):
 
     def __init__(self, *args, defer_grads: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        self._setup(defer_grads)
+
+    def _setup(self, defer_grads: bool) -> None:
+        use_cpu_linears(self)  # its layers take the one-hot features the GRU's stoch input gathers from
         self.defer_grads = defer_grads
         self._handles = {name: new_handle(self) for name in DEFERRED} if packing_available() else None
+
+    @classmethod
+    def adopt(cls, rssm: RSSM, defer_grads: bool = True) -> CpuRSSM:
+        """Turn a plain `RSSM` into a `CpuRSSM` in place: the same parameter tensors (an optimiser built on them
+        keeps working), the CPU paths from now on."""
+        if type(rssm) is not RSSM:
+            raise TypeError(f"CpuRSSM.adopt takes a plain RSSM, not {type(rssm).__name__}")
+        rssm.__class__ = cls
+        rssm._setup(defer_grads)
+        return rssm
 
     def _gru(
         self, deter: torch.Tensor, stoch: torch.Tensor, action_in: torch.Tensor, slots: Slots = None, classes: torch.Tensor | None = None

@@ -26,18 +26,15 @@ from torch import nn
 BACKENDS = ("rssm", "transformer")
 
 
-def make_dynamics(
-    spec: dict[str, Any], embed_dim: int, action_dim: int, model: dict[str, Any], unimix: float, cpu: bool = False
-) -> nn.Module:
-    """Build the backend `spec["name"]` with the model preset's widths; `cpu`: the networks live on a CPU, where
-    the RSSM is built with its CPU speed-ups (worldmodels/cpu/rssm.py: the same parameters and math)."""
+def make_dynamics(spec: dict[str, Any], embed_dim: int, action_dim: int, model: dict[str, Any], unimix: float) -> nn.Module:
+    """Build the backend `spec["name"]` with the model preset's widths (the plain model: speed-ups are applied to it
+    from outside, see worldmodels/strategies)."""
     name = spec.get("name", "rssm")
     if name == "rssm":
-        from worldmodels.cpu.rssm import CpuRSSM
         from worldmodels.dynamics.rssm import RSSM
 
         widths = (model["deter"], model["hidden"], model["stoch"], model["classes"], model["blocks"], unimix)
-        return (CpuRSSM if cpu else RSSM)(embed_dim, action_dim, *widths)
+        return RSSM(embed_dim, action_dim, *widths)
     if name == "transformer":
         from worldmodels.dynamics.transformer import TransformerSSM
 

@@ -11,8 +11,9 @@ latents of C classes (`stoch`):
 Both categoricals mix 1% uniform into their probabilities (unimix) and are sampled with straight-through
 gradients. The features every head reads are concat(h_t, flatten(z_t)).
 
-This file is the plain path: it runs on a GPU and under bf16. On a float32 CPU the agent builds
-`worldmodels.cpu.rssm.CpuRSSM` instead: the same parameters and the same math, with faster products.
+This file is the plain path: it runs on a GPU and under bf16. On a CPU the setup code turns it into
+`worldmodels.cpu.rssm.CpuRSSM` (worldmodels/strategies/cpu.py): the same parameters and the same math, with faster
+products.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 
 def unimix_logits(logits: torch.Tensor, unimix: float) -> torch.Tensor:
@@ -49,14 +48,21 @@ def sample_onehot_index(logp: torch.Tensor, straight_through: bool = True) -> tu
     # for many small categoricals (32 x 4 per state).
     uniform = torch.rand(probs.shape[:-1] + (1,), device=probs.device, dtype=probs.dtype)
     index = (probs.detach().cumsum(-1) <= uniform).sum(-1).clamp(max=probs.shape[-1] - 1)
-    onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+    onehot = one_hot(index, probs.shape[-1], probs.dtype)
     if straight_through and torch.is_grad_enabled():  # without autograd it would only round the ones
         onehot = onehot + probs - probs.detach()
     return onehot, index
 
 
 def mode_onehot(logits: torch.Tensor) -> torch.Tensor:
-    return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    return one_hot(logits.argmax(-1), logits.shape[-1], logits.dtype)
+
+
+def one_hot(index: torch.Tensor, classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`F.one_hot(index, classes).to(dtype)` without its range check, which reads the indices back from the device
+    (a host synchronisation on a GPU); indices must be in [0, classes)."""
+    out = torch.zeros(*index.shape, classes, dtype=dtype, device=index.device)
+    return out.scatter_(-1, index.unsqueeze(-1).long(), 1.0)
 
 
 def kl_categorical(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-
-from worldmodels.cpu.matmul import linear
-from worldmodels.cpu.onehot_feat import OneHotFeat, onehot_feat_linear
 
 
 def init_linear_(weight: torch.Tensor, fan_in: int, scale: float = 1.0) -> None:
@@ -33,10 +31,8 @@ class Linear(nn.Linear):
         if bias:
             nn.init.zeros_(self.bias)
 
-    def forward(self, x: torch.Tensor | OneHotFeat) -> torch.Tensor:
-        if isinstance(x, OneHotFeat):  # imagined features: gather the one-hot half's weights
-            return onehot_feat_linear(x, self.weight, self.bias)
-        return linear(x, self.weight, self.bias)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
 
 
 class BlockLinear(nn.Module):
@@ -141,13 +137,13 @@ class NormAct(nn.Sequential):
 
     The linear layer keeps its bias, as in the official code: RMSNorm only rescales (no mean is
     subtracted, no shift is learned), so a bias before it still moves the features.
-    `norm_act` computes the last two; `Agent.compile_steps` swaps in the compiled one."""
+    `norm_act` computes the last two; `run.compile=steps` swaps in the compiled one (worldmodels/strategies/compile.py)."""
 
     def __init__(self, inp: int, out: int):
         super().__init__(Linear(inp, out), RMSNorm(out), nn.SiLU())
         self.norm_act = rms_silu
 
-    def forward(self, x: torch.Tensor | OneHotFeat) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         linear_layer, norm, _ = self
         return self.norm_act(linear_layer(x), norm.scale, norm.eps)
 

@@ -24,7 +24,6 @@ class WorldModel(nn.Module):
         bins: two-hot bins of the reward head. unimix, free_bits: as in DreamerV3.
         dynamics: the `dynamics=` config (name and the backend's own options); None: the RSSM.
         objective: the `objective=` config (worldmodels/objectives); None: reconstruction. dec_scale: its loss scale.
-        cpu: the model lives on a CPU, where the RSSM comes with its CPU speed-ups (worldmodels/cpu/rssm.py).
     """
 
     def __init__(
@@ -48,14 +47,13 @@ class WorldModel(nn.Module):
         dynamics: dict | None = None,
         objective: dict | None = None,
         dec_scale: float = 1.0,
-        cpu: bool = False,
     ):
         super().__init__()
         self.free_bits = free_bits
         self.encoder = ObsEncoder(obs_shapes, units, enc_layers, depth)
         widths = {"deter": deter, "hidden": hidden, "stoch": stoch, "classes": classes, "blocks": blocks}
         # The latent dynamics, RSSM or Transformer (worldmodels/dynamics); nothing else here knows which.
-        self.dynamics = make_dynamics(dynamics or {"name": "rssm"}, self.encoder.out_dim, action_dim, widths, unimix, cpu)
+        self.dynamics = make_dynamics(dynamics or {"name": "rssm"}, self.encoder.out_dim, action_dim, widths, unimix)
         feat = self.dynamics.feat_dim
         # What the representation learns from (worldmodels/objectives): reconstruction, masked, contrastive, selfpred.
         self.objective = make_objective(objective or {"name": "recon"}, obs_shapes=obs_shapes, encoder=self.encoder,

@@ -11,7 +11,7 @@ An objective is an nn.Module (worldmodels/objectives/base.py) with:
     decoder                        an ObsDecoder, or None (the imagination report then scores embeddings, not pixels)
     encoder_input(batch) -> batch  what the encoder sees during training (masked inputs; otherwise the batch)
     loss(batch, embed, post, prior_logits, feat, dynamics) -> {name: (B, T) per-step loss}
-    update_targets()               after each optimiser step (the slow target encoder of selfpred)
+    update_targets(keep)           after each optimiser step, where `keep` (a device bool) says it was taken (selfpred)
     embedding_error(feat, obs, encoder) -> (B, T)
                                    decoder-free objectives: how far the embedding predicted from `feat` is from
                                    the embedding of the real observation (1 - cosine)

@@ -26,8 +26,9 @@ class Objective(nn.Module):
         posterior states and prior logits of the dynamics, and the posterior features (B, T, F)."""
         raise NotImplementedError
 
-    def update_targets(self) -> None:
-        """Called after every optimiser step; slow target networks move here."""
+    def update_targets(self, keep: torch.Tensor | None = None) -> None:
+        """Called after every optimiser step; slow target networks move here, where the 0-d bool `keep` holds (the
+        step was taken: decided on the device, see Agent.update; None: always)."""
 
     def embedding_error(self, feat: torch.Tensor, obs: Batch, encoder: nn.Module) -> torch.Tensor:
         """(B, T) distance between the embedding predicted from `feat` and that of the observations `obs`."""

@@ -28,13 +28,15 @@ from worldmodels.models.nets import MLP, Linear
 from worldmodels.objectives.base import Batch, Objective, cosine_distance
 
 
-def ema_update_(target: nn.Module, online: nn.Module, rate: float) -> None:
-    """target <- target + rate * (online - target), parameter by parameter (buffers copied)."""
+def ema_update_(target: nn.Module, online: nn.Module, rate: float, keep: torch.Tensor | None = None) -> None:
+    """target <- target + rate * (online - target), parameter by parameter (buffers copied); where the 0-d bool
+    `keep` is false the target stays as it is (the online weights are then those before a skipped step: finite)."""
     with torch.no_grad():
+        weight = rate if keep is None else rate * keep.float()
         for slow, fast in zip(target.parameters(), online.parameters()):
-            slow.lerp_(fast, rate)
+            slow.lerp_(fast, weight)
         for slow, fast in zip(target.buffers(), online.buffers()):
-            slow.copy_(fast)
+            slow.copy_(fast if keep is None else torch.where(keep, fast, slow))
 
 
 def future_valid(is_first: torch.Tensor, steps: int) -> torch.Tensor:
@@ -83,8 +85,8 @@ class SelfPrediction(Objective):
         valid = future_valid(batch["is_first"], K).to(pred.dtype)
         return {"selfpred": (valid * self.measure(pred, targets)).sum(-1) / K}
 
-    def update_targets(self) -> None:
-        ema_update_(self.target_encoder, self._online[0], self.ema)
+    def update_targets(self, keep: torch.Tensor | None = None) -> None:
+        ema_update_(self.target_encoder, self._online[0], self.ema, keep)
 
     def embedding_error(self, feat: torch.Tensor, obs: Batch, encoder: nn.Module) -> torch.Tensor:
         """1 - cos between head 1's prediction from prior features and the target embedding of the observation."""

@@ -111,6 +111,11 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
             if not isinstance(_get(cfg, key), bool):
                 raise UserError(f"config value {key}={_get(cfg, key)!r} is invalid: expected true or false")
         _choice(cfg, "run.eval_mode", ("mode", "sample"))
+        compile_mode = _get(cfg, "run.compile")
+        if not isinstance(compile_mode, bool):  # true / false: the switch before 0.5 (steps / none)
+            from worldmodels.strategies.compile import COMPILE_MODES
+
+            _choice(cfg, "run.compile", COMPILE_MODES)
         _choice(cfg, "run.precision", PRECISIONS)
         _int(cfg, "batch.size", 1)
         _int(cfg, "batch.length", 2)

@@ -147,6 +147,26 @@ def gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def data_parallel(agent: Any) -> None:
+    """Make every update of `agent` (worldmodels/agent/agent.py) one update of the global batch: its gradients are
+    averaged over the ranks before the optimiser clips them, the update is skipped on every rank where any rank's
+    loss or gradient is not finite, and the return percentiles are taken over every rank's returns. All ranks then
+    stay identical. Applied through the agent's hooks, so the agent knows nothing of torchrun."""
+
+    def grad_hook(grads: list[torch.Tensor | None], finite: torch.Tensor) -> tuple[list[torch.Tensor | None], torch.Tensor]:
+        present = [g for g in grads if g is not None]
+        # After the gradients every one is final (the deferred ones of the observe loop included) and the optimiser has
+        # not clipped yet: the average is what one process would get from the global batch.
+        average_(present)
+        flag = finite.to(torch.float32).reshape(1)
+        _collective(dist.all_reduce, flag, op=dist.ReduceOp.MIN)
+        norm = torch.stack(torch._foreach_norm(present)).sum()
+        return grads, (flag[0] > 0) & torch.isfinite(norm)
+
+    agent.grad_hook = grad_hook
+    agent.returns_hook = gather_cat
+
+
 def all_min(values: Sequence[float], device: torch.device | str = "cpu") -> list[float]:
     """The elementwise minimum of `values` over the ranks (a maximum is the minimum of the negatives).
 

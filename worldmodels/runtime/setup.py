@@ -22,6 +22,9 @@ from worldmodels.cpu.matmul import onednn_enabled, set_onednn
 from worldmodels.replay.buffer import Replay, ReplayStreams
 from worldmodels.replay.buffer import make_replay as build_replay
 from worldmodels.runtime.errors import UserError, exit_with
+from worldmodels.strategies.compile import Updater
+from worldmodels.strategies.compile import resolve as resolve_compile
+from worldmodels.strategies.cpu import use_cpu_speedups
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
@@ -158,8 +161,10 @@ def make_replay(cfg: DictConfig, directory: Path, streams: int, window: int) -> 
 
 
 def make_agent(cfg: DictConfig, env: gym.Env) -> Agent:
+    """The agent `cfg` describes, for `env`'s spaces, with the CPU strategy applied on a CPU (worldmodels/strategies/cpu.py)
+    unless the whole update is compiled (`run.compile=update` takes the plain model); see Updater for compiling."""
     try:
-        return Agent(
+        agent = Agent(
             getattr(env, "single_observation_space", env.observation_space),  # one env's spaces, also of a VectorEnv
             getattr(env, "single_action_space", env.action_space),
             OmegaConf.to_container(cfg.model, resolve=True),
@@ -172,6 +177,22 @@ def make_agent(cfg: DictConfig, env: gym.Env) -> Agent:
         )
     except ValueError as e:
         raise UserError(f"env {cfg.env.suite}/{cfg.env.id}: {e}") from None
+    if compile_mode(cfg) != "update":
+        use_cpu_speedups(agent, defer_grads=bool(cfg.run.get("defer_grads", True)))
+    return agent
+
+
+def compile_mode(cfg: DictConfig) -> str:
+    """What `run.compile` means on the configured device (worldmodels/strategies/compile.py; `auto` resolved)."""
+    try:
+        return resolve_compile(cfg.run.get("compile", "none"), cfg.device)
+    except ValueError as e:
+        raise UserError(f"config value {e}") from None
+
+
+def make_updater(cfg: DictConfig, agent: Agent) -> Updater:
+    """How the run's updates execute (`run.compile`)."""
+    return Updater(agent, compile_mode(cfg))
 
 
 def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
