@@ -24,6 +24,7 @@ from worldmodels.cpu.matmul import set_onednn
 from worldmodels.cpu.memory import keep_freed_memory
 from worldmodels.objectives import OBJECTIVES
 from worldmodels.runtime.setup import CONFIG_DIR, make_agent
+from worldmodels.strategies.compile import compile_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 OBS = {
@@ -76,7 +77,7 @@ def main() -> None:
             torch.manual_seed(0)
             agents[name] = make_agent(cfg, Task(OBS[kind]))
             if args.compile:
-                agents[name].compile_steps()
+                compile_steps(agents[name])
             for _ in range(2):  # warm-up
                 agents[name].train_step(batch)
         times = {name: [] for name in agents}

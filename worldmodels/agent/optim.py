@@ -79,31 +79,33 @@ class LaProp(torch.optim.Optimizer):
             raise ValueError(f"{len(grads)} gradients for {offset} parameters")
 
     def _group_step(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor], finite: torch.Tensor | None) -> None:
+        """The step of one group, in place. Where `finite` is false the gradients count as zeros and the decay rates
+        and step size as 1, 1 and 0, so every moment, parameter and the count come out exactly as they were (x * 1 + 0
+        is x): the skip costs one `where` per gradient, not a second copy of the state."""
         b1, b2 = group["beta1"], group["beta2"]
+        if finite is None:
+            take = torch.ones((), dtype=group["step"].dtype, device=group["step"].device)
+        else:
+            take = finite.to(group["step"].dtype)
+            grads = [torch.where(finite, g, torch.zeros_like(g)) for g in grads]
         if group["agc"]:
             pnorm = torch._foreach_norm(params)
             gnorm = torch._foreach_norm(grads)
             limit = [group["agc"] * torch.clamp(pn, min=1e-3) for pn in pnorm]
             factor = [1.0 / torch.clamp(gn / lim, min=1.0) for gn, lim in zip(gnorm, limit)]
             grads = torch._foreach_mul(grads, factor)
-        count = group["step"]
-        t = count + 1
+        count = group["step"] + take
+        torch._foreach_copy_([group["step"]], [count])  # (an in-place add_ on it was lost under torch.compile)
+        t = count.clamp(min=1.0)  # the bias corrections of a first step that was skipped stay finite
         rms = [self.state[p]["rms"] for p in params]
         mom = [self.state[p]["mom"] for p in params]
-        new_rms = torch._foreach_mul(rms, b2)
-        torch._foreach_addcmul_(new_rms, grads, grads, value=1 - b2)
-        denom = torch._foreach_div(new_rms, 1 - b2**t)  # the bias corrections are 0-d tensors: no host read
+        torch._foreach_mul_(rms, 1.0 - (1.0 - b2) * take)  # b2, or 1 on a skipped step
+        torch._foreach_addcmul_(rms, grads, grads, value=1 - b2)
+        denom = torch._foreach_div(rms, 1 - b2**t)  # the bias corrections are 0-d tensors: no host read
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, group["eps"])
-        new_mom = torch._foreach_mul(mom, b1)
-        torch._foreach_addcdiv_(new_mom, grads, denom, value=1 - b1)
+        torch._foreach_mul_(mom, 1.0 - (1.0 - b1) * take)  # b1, or 1 on a skipped step
+        torch._foreach_addcdiv_(mom, grads, denom, value=1 - b1)
         warm = torch.clamp(t / group["warmup"], max=1.0) if group["warmup"] else 1.0
-        size = -group["lr"] * warm / (1 - b1**t)
-        new_params = torch._foreach_add(params, torch._foreach_mul(new_mom, size))
-        if finite is None:
-            olds, news = [*params, *rms, *mom, count], [*new_params, *new_rms, *new_mom, t]
-            torch._foreach_copy_(olds, news)
-        else:
-            olds = [*params, *rms, *mom, count]
-            news = [*new_params, *new_rms, *new_mom, t]
-            torch._foreach_copy_(olds, [torch.where(finite, new, old) for new, old in zip(news, olds)])
+        size = (-group["lr"] * warm / (1 - b1**t) * take).to(params[0].dtype)
+        torch._foreach_add_(params, torch._foreach_mul(mom, size))

@@ -47,6 +47,7 @@ class CpuRSSM(RSSM):
     def _setup(self, defer_grads: bool) -> None:
         use_cpu_linears(self)  # its layers take the one-hot features the GRU's stoch input gathers from
         self.defer_grads = defer_grads
+        self._loop: dict | None = None  # the observe loop being run: its deferred slots, recorded inputs and step
         self._handles = {name: new_handle(self) for name in DEFERRED} if packing_available() else None
 
     @classmethod
@@ -135,26 +136,29 @@ class CpuRSSM(RSSM):
     def observe(
         self, embed: torch.Tensor, prev_action: torch.Tensor, is_first: torch.Tensor, state: State
     ) -> tuple[State, torch.Tensor, State]:
-        """`RSSM.observe`, with the weight gradients deferred where they are wanted."""
+        """`RSSM.observe` (its loop, run as it is), with the weight gradients deferred where they are wanted: each
+        step takes its slots and leaves its layer inputs in `self._loop` (see observe_step)."""
         B, T = embed.shape[:2]
-        assert prev_action.shape[:2] == (B, T) and is_first.shape == (B, T), (embed.shape, prev_action.shape, is_first.shape)
-        keep = 1.0 - is_first.float()
-        action_in = self.action_input(prev_action * keep[..., None])
-        embed_in = self.post_embed(embed)
-        deter, stoch = state["deter"], state["stoch"]
-        deters, stochs, logits = [], [], []
         inputs, slots = self._deferred_slots(T, B)
-        for t in range(T):
-            step_slots = None if slots is None else {name: s[t] for name, s in slots.items()}
-            deter, post, stoch, taps = self._observe_step(deter, stoch, keep[:, t, None], action_in[:, t], embed_in[:, t], step_slots)
+        self._loop = {"inputs": inputs, "slots": slots, "t": 0}
+        try:
+            return super().observe(embed, prev_action, is_first, state)
+        finally:
+            self._loop = None
+
+    def observe_step(
+        self, deter: torch.Tensor, stoch: torch.Tensor, keep: torch.Tensor, action_in: torch.Tensor, embed_in: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`RSSM.observe_step` through `_observe_step`, with step t's slots of the current loop, recording its taps."""
+        loop = getattr(self, "_loop", None)
+        slots = None if loop is None or loop["slots"] is None else {name: s[loop["t"]] for name, s in loop["slots"].items()}
+        deter, post, stoch, taps = self._observe_step(deter, stoch, keep, action_in, embed_in, slots)
+        if loop is not None:
             for name, x in taps.items():
-                if name in inputs:  # a frozen layer has none
-                    inputs[name].append(x.detach())
-            deters.append(deter)
-            stochs.append(stoch)
-            logits.append(post)
-        post_state = {"deter": torch.stack(deters, 1), "stoch": torch.stack(stochs, 1), "logits": torch.stack(logits, 1)}
-        return post_state, self.prior_logits(post_state["deter"]), {"deter": deter, "stoch": stoch}
+                if name in loop["inputs"]:  # a frozen layer has none
+                    loop["inputs"][name].append(x.detach())
+            loop["t"] += 1
+        return deter, post, stoch
 
     def _deferred_slots(self, T: int, B: int) -> tuple[dict[str, list], dict[str, tuple[torch.Tensor, ...]] | None]:
         """Per-layer input lists and zero slots for a T-step loop, or no slots where no weight gradient

@@ -79,6 +79,13 @@ class Updater:
         if self._compiled is None:
             split = self.agent.grad_hook is not None or self.agent.returns_hook is not None  # collectives: see above
             cudagraphs = self.cuda and self.backend == "inductor"
+            if cudagraphs:  # the optimiser's state is written in place by the graph: give it fixed addresses, as
+                # parameters and buffers have, so the CUDA graph may mutate it instead of being skipped
+                for group in self.agent.opt.param_groups:
+                    torch._dynamo.mark_static_address(group["step"])
+                for state in self.agent.opt.state.values():
+                    for value in state.values():
+                        torch._dynamo.mark_static_address(value)
             self._compiled = torch.compile(self.agent.update, fullgraph=not split, dynamic=False, backend=self.backend,
                                            mode="reduce-overhead" if cudagraphs else None)
         return self._compiled
