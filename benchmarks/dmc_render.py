@@ -1,5 +1,5 @@
 """DMC pixel rendering: `physics.render` (a new dm_control Camera and scene every call) against the Camera that
-DMCEnv keeps for its life (envs/dmc.py KeptCameras). Both renders of the same physics state, taken in turns (the
+DMCEnv keeps for its life (worldmodels/envs/dmc.py KeptCameras). Both renders of the same physics state, taken in turns (the
 order swapped every step) so both see the same machine load; milliseconds per 64x64 frame, medians over rounds.
 
     MUJOCO_GL=egl python benchmarks/dmc_render.py --task cartpole-swingup --steps 300 --rounds 6
@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from envs.dmc import KeptCameras, make_dmc
+from worldmodels.envs.dmc import KeptCameras, make_dmc
 
 
 def main() -> None:

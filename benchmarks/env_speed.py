@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-import envs
+from worldmodels import envs
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [

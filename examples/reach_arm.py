@@ -10,7 +10,7 @@ Episodes are truncated after `episode_steps` steps (100, 5 s of simulated time);
 Train it (see docs/plugging-in.md):
     python -m worldmodels.train env=gym env.entry_point=examples.reach_arm:ReachArm env.id=ReachArm model=debug
 or check it:
-    python -m envs.check examples.reach_arm:ReachArm
+    python -m worldmodels.envs.check examples.reach_arm:ReachArm
 Importing this module also registers the Gymnasium id `ReachArm-v0`, so `env.id=examples.reach_arm:ReachArm-v0` works.
 """
 

@@ -122,7 +122,7 @@ STATE: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {
 
 # Set once by libraries on first use, for their own later use: not a test's doing, and removing them would
 # break what set them (inductor passes a pointer to its C++ side through the first).
-# MUJOCO_GL / PYOPENGL_PLATFORM: envs/dmc.py and envs/gym.py choose headless EGL for the process when nothing
+# MUJOCO_GL / PYOPENGL_PLATFORM: worldmodels/envs/dmc.py and worldmodels/envs/gym.py choose headless EGL for the process when nothing
 # is set, before MuJoCo's GL is first loaded; unsetting them later would not unload it.
 LIBRARY_ENV = {"PYTEST_CURRENT_TEST", "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR", "PYGAME_HIDE_SUPPORT_PROMPT",
                "MUJOCO_GL", "PYOPENGL_PLATFORM"}

@@ -13,16 +13,17 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from envs.distract import Distractor, background_mask, composite
-from envs.wrappers import default_mujoco_gl
+from worldmodels.envs.distract import Distractor, background_mask, composite
+from worldmodels.envs.wrappers import default_mujoco_gl
 from worldmodels.runtime.config import resume_conflict
+from worldmodels.runtime.setup import CONFIG_DIR
 
 default_mujoco_gl()  # MuJoCo picks its GL backend at first import, so this must precede importing dm_control here
 pytest.importorskip("dm_control", reason="dm-control is not installed: pip install -e '.[dmc]'")
 
 import mujoco  # dm_control's own dependency
 
-from envs.dmc import make_dmc
+from worldmodels.envs.dmc import make_dmc
 
 PATTERNS = ("noise", "color")
 ACTIONS = [np.array([a], np.float32) for a in (1.0, -0.5, 0.3)]
@@ -120,7 +121,7 @@ def test_bad_values(options, message):
 
 
 def test_config_option_and_resume():
-    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "env" / "dmc.yaml")
+    cfg = OmegaConf.load(Path(CONFIG_DIR) / "env" / "dmc.yaml")
     assert cfg.distract == "none"
     skip = ("suite", "id", "task", "num_envs", "vector")  # what worldmodels.runtime.setup.env_options leaves out
     options = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in skip}

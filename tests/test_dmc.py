@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from envs.wrappers import default_mujoco_gl, rendering_error
+from worldmodels.envs.wrappers import default_mujoco_gl, rendering_error
 
 default_mujoco_gl()  # MuJoCo picks its GL backend at first import, so this must precede importing dm_control here
 pytest.importorskip("dm_control", reason="dm-control is not installed: pip install -e '.[dmc]'")
@@ -20,8 +20,8 @@ import dm_env  # dm_control's own dependency
 from dm_control import suite
 from dm_control.mujoco import engine
 
-import envs
-from envs.dmc import KeptCameras, episode_flags, make_dmc, split_task
+from worldmodels import envs
+from worldmodels.envs.dmc import KeptCameras, episode_flags, make_dmc, split_task
 
 from envtools import assert_same_trace, rollout
 

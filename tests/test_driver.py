@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-import envs
+from worldmodels import envs
 from worldmodels.runtime.driver import Driver
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-import envs
-from envs.dummy import make_dummy
-from envs.gym import make_gym
-from envs.wrappers import ActionRepeat, DictObs, NormalizeAction, TimeLimit, default_mujoco_gl
+from worldmodels import envs
+from worldmodels.envs.dummy import make_dummy
+from worldmodels.envs.gym import make_gym
+from worldmodels.envs.wrappers import ActionRepeat, DictObs, NormalizeAction, TimeLimit, default_mujoco_gl
 
 from envtools import assert_same_trace, rollout
 
@@ -352,3 +352,22 @@ def test_gym_rejects_unsupported_actions(registered, action_space):
     with pytest.raises(ValueError, match=r"action (Box|Tuple)\(.*\) is not supported") as info:
         envs.make("gym", env_id)
     assert "\n" not in str(info.value)
+
+
+def test_entry_points_of_the_old_top_level_envs_package_still_load():
+    """Before 0.5 the environments were a top-level `envs` package; a saved `env.entry_point=envs....` still loads."""
+    from worldmodels.envs.dummy import DummyEnv
+    from worldmodels.envs.load import load_object
+
+    assert load_object("envs.dummy:DummyEnv") is DummyEnv
+
+
+def test_the_configs_ship_inside_the_package():
+    """The Hydra configs live in worldmodels/configs, so an installed wheel finds them from any folder."""
+    from pathlib import Path
+
+    import worldmodels
+    from worldmodels.runtime.setup import CONFIG_DIR
+
+    assert Path(CONFIG_DIR).parent == Path(worldmodels.__file__).parent
+    assert (Path(CONFIG_DIR) / "config.yaml").is_file() and (Path(CONFIG_DIR) / "model" / "debug.yaml").is_file()

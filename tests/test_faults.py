@@ -18,8 +18,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import envs
 import worldmodels.train as train_module
+from worldmodels import envs
 from worldmodels.replay.store import ChunkStore
 from worldmodels.runtime.checkpoint import load_checkpoint
 from worldmodels.runtime.errors import UserError

@@ -194,7 +194,7 @@ class RandomAgent:
 def test_imagined_actions_are_replayed_from_the_recorded_simulator_state():
     """A model that imagines exactly what was recorded: replaying its actions from the recorded MuJoCo
     state must give back the recorded return, so the replayed gap is zero."""
-    import envs
+    from worldmodels import envs
     from worldmodels.runtime.driver import Driver
 
     env = envs.make("dmc", "cartpole-swingup", seed=0, time_limit=40)

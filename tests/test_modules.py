@@ -22,7 +22,7 @@ def _one_thread(single_thread):
     """Tiny tensors: see conftest.single_thread."""
 
 
-# sizes of configs/model/debug.yaml
+# sizes of worldmodels/configs/model/debug.yaml
 DEBUG = {
     "deter": 32,
     "hidden": 16,

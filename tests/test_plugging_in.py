@@ -1,5 +1,5 @@
 """Every way a user has an env (docs/plugging-in.md): a class by entry point, Gymnasium's "module:EnvId", a
-third-party suite by Python entry point, the Python API `worldmodels.fit`, and `python -m envs.check` on good and
+third-party suite by Python entry point, the Python API `worldmodels.fit`, and `python -m worldmodels.envs.check` on good and
 broken envs; the worked example robot too (fast, CPU-only; registries, modules and configs are put back)."""
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-import envs
 import worldmodels
-from envs.check import diagnose, main
-from envs.load import FACTORIES, build
-from envs.wrappers import default_mujoco_gl
+from worldmodels import envs
+from worldmodels.envs.check import diagnose, main
+from worldmodels.envs.load import FACTORIES, build
+from worldmodels.envs.wrappers import default_mujoco_gl
 from worldmodels.runtime.config import resume_conflict, validate
 from worldmodels.runtime.errors import UserError
 from worldmodels.runtime.setup import CONFIG_DIR, make_env, register_env_suites
@@ -126,7 +126,7 @@ def test_bad_env_names_are_one_line_user_errors(plugin, overrides, message):
     assert "\n" not in str(info.value)
 
 
-# The env options of a gym run saved by version 0.2 (configs/env/gym.yaml then); every option added since must resume it.
+# The env options of a gym run saved by version 0.2 (worldmodels/configs/env/gym.yaml then); every option added since must resume it.
 GYM_ENV_KEYS_0_2 = ("suite", "id", "obs", "action_repeat", "time_limit")
 
 
@@ -270,7 +270,7 @@ def test_check_passes_a_good_batched_env(capsys, autoreset):
         f"envtools:PointMass: ok (batched: 3 envs, autoreset {autoreset}; observation keys: body (2,) float32, env (1,) "
         "float32, image (8, 8, 3) uint8; action: Box(-1.0, 1.0, (1,), float32))\n")
     # NumPy copies of a single env (envs.vector.make_vector, as env.num_envs builds them) pass too
-    from envs.vector import make_vector
+    from worldmodels.envs.vector import make_vector
 
     assert diagnose(lambda: make_vector(lambda seed: envs.make("dummy", "discrete", length=5, seed=seed), 2, "sync"),
                     steps=12) == []
@@ -292,11 +292,11 @@ def test_check_names_the_problem_of_a_batched_env(capsys, name, problem):
 
 
 def test_check_program_exit_status(plugin):
-    """`python -m envs.check` itself: one line per problem, status 1; status 0 when it passes."""
+    """`python -m worldmodels.envs.check` itself: one line per problem, status 1; status 0 when it passes."""
     environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
 
     def check(*args: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "envs.check", *args]
+        command = [sys.executable, "-m", "worldmodels.envs.check", *args]
         return subprocess.run(command, check=False, capture_output=True, text=True, env=environ, cwd=ROOT)
 
     broken = check(f"{MODULE}:NeverEnds", "--steps", "20")

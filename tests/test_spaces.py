@@ -11,9 +11,9 @@ import pytest
 import torch
 from gymnasium import spaces
 
-import envs
-from envs.spaces import FlatAction, FlatObservation, UnsupportedSpace, adapt
+from worldmodels import envs
 from worldmodels.agent.agent import Agent, action_spec, obs_shapes
+from worldmodels.envs.spaces import FlatAction, FlatObservation, UnsupportedSpace, adapt
 
 from tiny import TINY_AGENT, TINY_MODEL
 

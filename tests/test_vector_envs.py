@@ -1,4 +1,4 @@
-"""Many environments at once (env.num_envs, envs/vector.py, VectorDriver, ReplayStreams): copies stepped in-process and
+"""Many environments at once (env.num_envs, worldmodels/envs/vector.py, VectorDriver, ReplayStreams): copies stepped in-process and
 in subprocesses, an env that is already batched in torch used as it is, one replay stream per env, the train ratio across
 envs, one env's crash among several, and resume."""
 
@@ -16,9 +16,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import envs
 import worldmodels
 import worldmodels.train as train_module
+from worldmodels import envs
 from worldmodels.agent.agent import Agent
 from worldmodels.replay.buffer import Replay, ReplayStreams
 from worldmodels.replay.store import ChunkStore
@@ -92,8 +92,8 @@ def test_two_envs_sync_and_async_train_end_to_end_alike(tmp_path):
 
 
 def test_a_factory_given_to_fit_reaches_the_worker_processes(tmp_path):
-    from envs.dummy import DummyEnv
-    from envs.load import FACTORIES
+    from worldmodels.envs.dummy import DummyEnv
+    from worldmodels.envs.load import FACTORIES
 
     length = 15  # a closure: pickled by value for the workers, with the registered name
     run = worldmodels.fit(lambda: DummyEnv("discrete", length), [*TINY, f"run.dir={tmp_path / 'run'}", "run.steps=40",
@@ -296,7 +296,7 @@ def test_vector_driver_on_numpy_copies_records_like_the_single_driver():
     """The same seeds and actions: each copy's steps in VectorDriver are what Driver records for that env alone."""
     from test_driver import FixedAgent
 
-    from envs.vector import make_vector
+    from worldmodels.envs.vector import make_vector
     from worldmodels.runtime.driver import Driver
 
     def make(seed):
@@ -363,7 +363,7 @@ def test_vector_driver_records_whole_episodes_of_a_batched_env(autoreset):
 def test_a_batched_env_gets_evaluation_videos_and_an_evaluate_report(tmp_path):
     """Evaluation videos of an image key of a batched env during training, and worldmodels.evaluate on its checkpoint:
     the policy's returns over episodes of its envs and the open-loop report (no replayed_*: no simulator states)."""
-    from envs.load import register_factory
+    from worldmodels.envs.load import register_factory
     from worldmodels.evaluate import evaluate
 
     from tbtools import tb_images

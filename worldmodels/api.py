@@ -36,7 +36,7 @@ def fit(env: str | Callable[..., Any] | None = None, overrides: Sequence[str] = 
     """
     from hydra import compose, initialize_config_dir
 
-    from envs.load import register_factory
+    from worldmodels.envs.load import register_factory
     from worldmodels.runtime.errors import UserError
     from worldmodels.runtime.setup import CONFIG_DIR, check_overrides, register_env_suites
     from worldmodels.train import train

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from envs.sim_state import set_sim_state
+from worldmodels.envs.sim_state import set_sim_state
 
 Arrays = dict[str, np.ndarray]
 FLAGS = ("reward", "is_first", "is_last", "is_terminal", "action")

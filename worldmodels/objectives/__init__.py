@@ -28,7 +28,7 @@ OBJECTIVES = ("recon", "masked", "contrastive", "selfpred")
 
 def make_objective(spec: dict[str, Any], *, obs_shapes: dict[str, tuple[int, ...]], encoder, feat_dim: int, units: int,
                    dec_layers: int, depth: int, dec_scale: float) -> Objective:
-    """Build the objective `spec["name"]` (its options from configs/objective/<name>.yaml).
+    """Build the objective `spec["name"]` (its options from worldmodels/configs/objective/<name>.yaml).
 
     `encoder`: the world model's encoder (selfpred copies it into its slow target); `dec_scale`: the scale of the
     reconstruction loss (agent.loss_scales.dec); the decoder-free objectives take theirs from `spec["scale"]`."""

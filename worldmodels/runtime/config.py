@@ -43,7 +43,7 @@ def _choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> None:
 
 def _suites() -> tuple[str, ...]:
     """Every environment suite: the built-in ones and those installed packages register (imported here, on use)."""
-    import envs
+    from worldmodels import envs
 
     return tuple(envs.suite_names())
 
@@ -180,7 +180,7 @@ def _plain(value: Any) -> Any:
 
 
 # Environment options added after runs were saved, with the value that gives those runs' behaviour: a run saved
-# without one resumes when it has that value now (the gym suite taking any Gymnasium space, envs/spaces.py).
+# without one resumes when it has that value now (the gym suite taking any Gymnasium space, worldmodels/envs/spaces.py).
 ADDED_ENV_OPTIONS = {"entry_point": None, "kwargs": None, "keys": ".*", "exclude": "", "joint_actions": 64, "size": 64,
                      "num_envs": 1, "vector": "auto", "distract": "none"}
 # Environment options that may change on resume: where the env copies run (env.num_envs may not: each env has its

@@ -11,8 +11,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.sim_state import get_sim_state
-from envs.vector import EnvFailure, is_torch, to_numpy
+from worldmodels.envs.sim_state import get_sim_state
+from worldmodels.envs.vector import EnvFailure, is_torch, to_numpy
 
 __all__ = ["Driver", "EnvFailure", "VectorDriver"]
 

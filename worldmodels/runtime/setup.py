@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import envs
-from envs.load import FACTORIES
+from worldmodels import envs
 from worldmodels.agent.agent import Agent
 from worldmodels.cpu.matmul import onednn_enabled, set_onednn
+from worldmodels.envs.load import FACTORIES
 from worldmodels.replay.buffer import Replay, ReplayStreams
 from worldmodels.replay.buffer import make_replay as build_replay
 from worldmodels.runtime.errors import UserError, exit_with
@@ -26,7 +26,7 @@ from worldmodels.strategies.compile import Updater
 from worldmodels.strategies.compile import resolve as resolve_compile
 from worldmodels.strategies.cpu import use_cpu_speedups
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")  # worldmodels/configs, installed with the package
 
 
 def check_overrides(argv: list[str]) -> None:
@@ -51,16 +51,16 @@ def check_overrides(argv: list[str]) -> None:
             options = [line for line in lines if line and " " not in line and "=" not in line]
             message += f" (available {group} presets: {', '.join(options)})"
         if "not in struct" in str(e):
-            message += " There is no such config key (see configs/config.yaml)."
+            message += " There is no such config key (see worldmodels/configs/config.yaml)."
         raise UserError(message) from None
 
 
 def register_env_suites() -> None:
     """Give each third-party environment suite (envs.plugin_suites) a config, so `env=<name>` composes like a
-    built-in one (configs/env/*.yaml) without a file here; a file of the same name wins."""
+    built-in one (worldmodels/configs/env/*.yaml) without a file here; a file of the same name wins."""
     from hydra.core.config_store import ConfigStore
 
-    from envs.plugins import config_node
+    from worldmodels.envs.plugins import config_node
 
     store = ConfigStore.instance()
     for name in envs.plugin_suites():
@@ -130,7 +130,7 @@ def make_vector_env(
     envs.vector.make_vector), copy i seeded with seed + i * 100000; or, where the env is already batched, that env as
     it is. `make(env_cfg, seed)` builds one (make_env: then the copies are built by envs.vector.build_env, which
     takes the factories worldmodels.fit registered along to worker processes)."""
-    from envs.vector import build_env, make_vector
+    from worldmodels.envs.vector import build_env, make_vector
 
     first = make(env_cfg, seed)
     count, mode = int(env_cfg.get("num_envs", 1)), str(env_cfg.get("vector", "auto"))

@@ -19,9 +19,9 @@ __all__ = ["ENTRY_POINT_GROUP", "SUITES", "check_env", "make", "plugin_suites", 
 # Backends are imported by name on demand, so a suite's heavy dependencies load only when it is used
 # and adding a suite is one line here.
 SUITES: dict[str, str] = {
-    "dmc": "envs.dmc:make_dmc",
-    "dummy": "envs.dummy:make_dummy",
-    "gym": "envs.gym:make_gym",
+    "dmc": "worldmodels.envs.dmc:make_dmc",
+    "dummy": "worldmodels.envs.dummy:make_dummy",
+    "gym": "worldmodels.envs.gym:make_gym",
 }
 
 # Entry-point group of third-party suites: `their_suite = "their_sim.envs:make"` in [project.entry-points."worldmodels.envs"].
@@ -51,16 +51,16 @@ def make(suite: str, task: str, **options) -> gymnasium.Env:
     plugin = plugin_suites().get(suite)
     if plugin is None:
         raise ValueError(f"unknown environment suite {suite!r}; known suites: {', '.join(suite_names())}")
-    from envs.plugins import load_plugin, make_plugin
+    from worldmodels.envs.plugins import load_plugin, make_plugin
 
     return make_plugin(suite, load_plugin(plugin), task, **options)
 
 
 def __getattr__(name: str) -> Any:
-    # envs.check is also the `python -m envs.check` program: imported on first use only, so running it does not
+    # envs.check is also the `python -m worldmodels.envs.check` program: imported on first use only, so running it does not
     # import it twice (runpy warns when the package has already imported the module it runs).
     if name == "check_env":
-        from envs.check import check_env
+        from worldmodels.envs.check import check_env
 
         return check_env
     raise AttributeError(f"module 'envs' has no attribute {name!r}")

@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium
 
-from envs.wrappers import first_line
+from worldmodels.envs.wrappers import first_line
 
 Factory = Callable[..., gymnasium.Env]
 
@@ -45,8 +46,16 @@ def register_factory(name: str, factory: Factory) -> Iterator[str]:
             FACTORIES[name] = previous
 
 
+# Before 0.5 the environment package was a top-level `envs`; it is `worldmodels.envs` now (nothing generic installed).
+MOVED_PACKAGE = ("envs", "worldmodels.envs")
+
+
 def import_module(module_name: str, source: str) -> Any:
-    """importlib.import_module with one line saying what is missing (`source` is the name the user gave)."""
+    """importlib.import_module with one line saying what is missing (`source` is the name the user gave). A module of
+    the old top-level `envs` package (an entry point saved before 0.5) is taken from `worldmodels.envs`."""
+    old, new = MOVED_PACKAGE
+    if (module_name == old or module_name.startswith(old + ".")) and importlib.util.find_spec(old) is None:
+        module_name = new + module_name[len(old):]
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as error:

@@ -8,7 +8,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from envs.wrappers import wrap_common
+from worldmodels.envs.wrappers import wrap_common
 
 TASKS = ("continuous", "discrete")
 

@@ -5,7 +5,7 @@ Two levels:
   AssertionError naming the first break.
 - `diagnose(make)` and the program, for a plug-in as its author wrote it:
 
-      python -m envs.check <id | module:EnvId | package.module:Class> [name=value ...] [--steps N] [--keys RE] [--exclude RE]
+      python -m worldmodels.envs.check <id | module:EnvId | package.module:Class> [name=value ...] [--steps N] [--keys RE] [--exclude RE]
 
   builds the env (name=value pairs are constructor arguments, values read as YAML: camera=true size=64), checks the
   reset/step signatures and return values, its spaces and the dtypes and shapes of what it returns, that reset(seed=)
@@ -39,9 +39,9 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.spaces import DEFAULT_JOINT_ACTIONS, Leaf, action_problem, adapt, image_problem, leaves, plan_observation
-from envs.vector import adapt_vector, is_torch, to_numpy
-from envs.wrappers import first_line
+from worldmodels.envs.spaces import DEFAULT_JOINT_ACTIONS, Leaf, action_problem, adapt, image_problem, leaves, plan_observation
+from worldmodels.envs.vector import adapt_vector, is_torch, to_numpy
+from worldmodels.envs.wrappers import first_line
 
 DEFAULT_STEPS = 1000  # random steps of the plug-in check: enough for most tasks' own time limit to end an episode
 SEED_STEPS = 10  # steps replayed to check that reset(seed=...) makes the env reproducible
@@ -743,7 +743,7 @@ def summary(env_factory: Callable[[], Any], keys: str, exclude: str, joint_actio
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m envs.check",
+        prog="python -m worldmodels.envs.check",
         description="Check an environment (a Gymnasium id, module:EnvId, or package.module:Class; a gymnasium.vector.VectorEnv "
         "it builds is checked as an env that is already batched) against the contract worldmodels relies on; one line per "
         "problem, with its fix; exit status 0 only when it passes.",
@@ -775,12 +775,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _factory(target: str, kwargs: dict[str, Any], suite: str | None) -> Callable[[], Any]:
-    from envs.load import build, call_factory
+    from worldmodels.envs.load import build, call_factory
 
     if suite is None:
         return functools.partial(build, target, None, kwargs, checker=False)
-    from envs import SUITES, plugin_suites
-    from envs.plugins import load_plugin
+    from worldmodels.envs import SUITES, plugin_suites
+    from worldmodels.envs.plugins import load_plugin
 
     plugins = plugin_suites()
     if suite not in plugins:

@@ -28,8 +28,8 @@ from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
-from envs.spaces import DEFAULT_JOINT_ACTIONS, Leaf, UnsupportedSpace, action_problem, plan_observation
-from envs.wrappers import first_line
+from worldmodels.envs.spaces import DEFAULT_JOINT_ACTIONS, Leaf, UnsupportedSpace, action_problem, plan_observation
+from worldmodels.envs.wrappers import first_line
 
 VECTOR_MODES = ("auto", "sync", "async")
 # Seed of copy i: seed + i * MEMBER_SEED_STRIDE, so copy 0 is seeded as a single env is and the copies never share the
@@ -122,8 +122,8 @@ def _resilient(make: Callable[[int], gymnasium.Env], seed: int, max_failures: in
 def build_env(suite: str, task: str, options: dict[str, Any], factories: dict[str, Callable[..., Any]], seed: int) -> gymnasium.Env:
     """One copy, `envs.make(suite, task, seed=seed, **options)`, in any process: `factories` (envs.load.FACTORIES of the
     process that asked, e.g. those worldmodels.fit registered) are registered here first where they are missing."""
-    from envs import make
-    from envs.load import FACTORIES
+    from worldmodels.envs import make
+    from worldmodels.envs.load import FACTORIES
 
     for name, factory in factories.items():
         FACTORIES.setdefault(name, factory)

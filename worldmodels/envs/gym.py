@@ -8,10 +8,10 @@ from typing import Any
 
 import gymnasium
 
-from envs.load import build
-from envs.spaces import DEFAULT_JOINT_ACTIONS, adapt
-from envs.vector import adapt_vector
-from envs.wrappers import RenderObservation, default_mujoco_gl, first_line, wrap_common
+from worldmodels.envs.load import build
+from worldmodels.envs.spaces import DEFAULT_JOINT_ACTIONS, adapt
+from worldmodels.envs.vector import adapt_vector
+from worldmodels.envs.wrappers import RenderObservation, default_mujoco_gl, first_line, wrap_common
 
 OBS_MODES = ("state", "pixels", "both")
 RENDER_OPTIONS = ("render_mode", "width", "height")

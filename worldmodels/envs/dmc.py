@@ -13,8 +13,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from envs.distract import DISTRACTIONS, Distractor, background_mask, composite, plane_geoms
-from envs.wrappers import NormalizeAction, default_mujoco_gl, rendering_error, wrap_common
+from worldmodels.envs.distract import DISTRACTIONS, Distractor, background_mask, composite, plane_geoms
+from worldmodels.envs.wrappers import NormalizeAction, default_mujoco_gl, rendering_error, wrap_common
 
 OBS_MODES = ("proprio", "pixels", "both")
 NOT_INSTALLED = "dm-control is not installed: pip install -e '.[dmc]' (installs dm-control 1.0.50 and mujoco 3.17.0)"
@@ -39,7 +39,7 @@ def make_dmc(
     or terminate where the task says so (discount 0). action_repeat=2 is the usual DMC setting; time_limit counts
     agent steps. `seed` seeds the task's random state, so equal seeds and actions give equal observations.
     distract: "none", or "noise" / "color" to replace the background of the pixels (sky and floor) with a pattern that
-    moves every step and is redrawn every episode, seeded by `seed` too (envs/distract.py).
+    moves every step and is redrawn every episode, seeded by `seed` too (worldmodels/envs/distract.py).
     """
     if kwargs:
         raise ValueError(f"unknown options for the dmc suite: {', '.join(sorted(kwargs))}")

@@ -19,10 +19,10 @@ from typing import Any
 
 import gymnasium
 
-from envs.load import call_factory
-from envs.spaces import DEFAULT_JOINT_ACTIONS, adapt
-from envs.vector import adapt_vector
-from envs.wrappers import first_line, wrap_common
+from worldmodels.envs.load import call_factory
+from worldmodels.envs.spaces import DEFAULT_JOINT_ACTIONS, adapt
+from worldmodels.envs.vector import adapt_vector
+from worldmodels.envs.wrappers import first_line, wrap_common
 
 DEFAULT_TASK = "default"
 
