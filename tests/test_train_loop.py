@@ -109,3 +109,26 @@ def test_context_latent_starts_the_window_unless_it_begins_an_episode():
         a, b = first_posterior(0.0), first_posterior(0.5)
     assert not torch.allclose(a[0], b[0])  # carried in from the stored latent
     assert torch.equal(a[1], b[1])  # reset by is_first
+
+
+def test_updates_queue_their_latents_and_the_flush_writes_those_of_taken_updates_only(tmp_path):
+    """Updates read nothing back: their posterior latents wait in `unflushed` until the flush after the next env step
+    writes them into the replay at the windows' trained steps; a skipped update's latents are never written."""
+    cfg = debug_cfg(tmp_path / "run", "run.steps=80", "run.train_start=50", "run.train_ratio=16", "run.save_every=0",
+                    "run.eval_every=0", "replay.chunk=40")
+    trainer = run_trainer(cfg)
+    trainer.stored += 2 * cfg.batch.size * cfg.batch.length // cfg.run.train_ratio  # owe two more updates
+    with process_settings(cfg.run.threads, cfg.run.onednn):
+        metrics = trainer.train_updates()
+    assert len(trainer.unflushed) == 2 and all(isinstance(v, torch.Tensor) for v in metrics["loss/total"])
+    (taken_index, taken, _), (skipped_index, skipped, _) = trainer.unflushed
+    trainer.unflushed[1] = (skipped_index, skipped, torch.tensor(1.0))  # as if the second update had been skipped
+    before = {k: trainer.replay.data[k].copy() for k in LATENT_KEYS}
+    trainer.flush_updates()
+    assert trainer.unflushed == []
+    for key in LATENT_KEYS:  # exactly the taken update's latents at its windows (overlapping rows: the last one's)
+        expected = before[key].copy()
+        expected[taken_index] = taken[key].numpy()
+        assert not np.array_equal(expected, before[key])  # the update's latents differ from the acting ones stored
+        np.testing.assert_array_equal(trainer.replay.data[key], expected)
+        assert not np.array_equal(expected[skipped_index], skipped[key].numpy())
