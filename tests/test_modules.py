@@ -14,7 +14,7 @@ from worldmodels.models.distributions import DiscretePolicy, NormalPolicy, kl_ca
 from worldmodels.models.heads import Actor, BinaryHead, TwoHotHead, VectorDecoder, VectorEncoder
 from worldmodels.models.nets import MLP, BlockLinear, Linear, RMSNorm
 from worldmodels.models.transforms import symlog, twohot_bins
-from worldmodels.models.world_model import WorldModel
+from worldmodels.world_model.world_model import WorldModel
 
 
 @pytest.fixture(autouse=True, scope="module")

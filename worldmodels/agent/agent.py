@@ -18,7 +18,7 @@ from worldmodels.agent.returns import ReturnNorm, lambda_return
 from worldmodels.models.distributions import one_hot
 from worldmodels.models.heads import Actor, TwoHotHead
 from worldmodels.models.transforms import twohot_bins, twohot_expect, twohot_mix_nll
-from worldmodels.models.world_model import Batch, WorldModel
+from worldmodels.world_model.world_model import Batch, WorldModel
 
 Carry = tuple[dict[str, torch.Tensor], torch.Tensor]
 GradHook = Callable[[list[torch.Tensor | None], torch.Tensor], tuple[list[torch.Tensor | None], torch.Tensor]]
