@@ -267,8 +267,8 @@ def test_unknown_task_suggests_close_names():
     [
         ({"obs": "rgb"}, r"obs='rgb' is not supported.*'proprio', 'pixels' or 'both'"),
         ({"colour": "red"}, "unknown options for the dmc suite: colour"),
-        ({"size": 0}, "size"),
-        ({"camera": -2}, "camera"),
+        ({"size": 0}, r"^size must be an integer >= 1, got 0$"),
+        ({"camera": -2}, r"^camera must be an integer >= 0, or -1 for the domain's default, got -2$"),
         ({"obs": "pixels", "camera": 9}, "camera 9 does not exist"),
         ({"action_repeat": 0}, "repeat"),
     ],

@@ -371,3 +371,15 @@ def test_the_configs_ship_inside_the_package():
 
     assert Path(CONFIG_DIR).parent == Path(worldmodels.__file__).parent
     assert (Path(CONFIG_DIR) / "config.yaml").is_file() and (Path(CONFIG_DIR) / "model" / "debug.yaml").is_file()
+
+
+def test_the_contract_checks_hold_under_python_O():
+    """`python -O` strips assert statements; the checker's contract checks are not asserts, so they still fire."""
+    import subprocess
+    import sys
+
+    code = ("import gymnasium as gym\nfrom worldmodels.envs.check import check_env\n"
+            "try:\n    check_env(gym.make('CartPole-v1'))\nexcept AssertionError as e:\n    print('caught:', e)\n")
+    result = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("caught: observation space must be a Dict"), result.stdout

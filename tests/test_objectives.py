@@ -145,7 +145,13 @@ def test_selfpred_loss_by_hand():
             return seen["feat"]
 
     loss = objective.loss(batch, None, {"deter": deter}, prior, None, Dynamics())["selfpred"]
-    pred, target = objective.predict(seen["feat"]).detach(), objective.target_encoder(batch)
+    # Head k's prediction written out from the networks (projector, then the k-th block of the heads' outputs), not
+    # through SelfPrediction.predict, which the loss uses.
+    E = encoder.out_dim
+    hidden = objective.projector(seen["feat"])
+    pred = torch.stack([hidden @ objective.heads.weight[k * E:(k + 1) * E].T + objective.heads.bias[k * E:(k + 1) * E]
+                        for k in range(2)], 2).detach()
+    target = objective.target_encoder(batch)
     expected = torch.zeros(1, 4)
     for t in range(1, 4):  # t = 0 is an episode start: its prior knows nothing
         for k in range(2):  # head k predicts observation t + k

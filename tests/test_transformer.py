@@ -80,11 +80,17 @@ def test_shapes_initial_state_and_a_state_without_cache():
     assert post["deter"].shape == (2, 5, D) and post["stoch"].shape == post["logits"].shape == prior.shape == (2, 5, S, C)
     assert model.feat(post).shape == (2, 5, model.feat_dim) and model.feat_dim == D + S * C
     assert set(last) == {"deter", "stoch", "valid", "position", "keys.0", "values.0", "keys.1", "values.1"}
-    # A state with only deter and stoch (the replay context's) reads as one with an empty cache.
+    # A state with only deter and stoch (the replay context's) reads as one whose cache holds nothing valid: the same
+    # outputs as a cache full of garbage marked invalid (so masking, not the filling-in, decides), and its stoch is read.
     bare = {"deter": torch.randn(2, D), "stoch": last["stoch"]}
     a = observe_seeded(model, embed, action, torch.zeros(2, 5), bare)[0]
-    b = observe_seeded(model, embed, action, torch.zeros(2, 5), {**state, **bare})[0]
-    assert torch.equal(a["deter"], b["deter"])
+    garbage = {k: torch.randn_like(v) * 100 if k.startswith(("keys.", "values.")) else v for k, v in state.items()}
+    assert not garbage["valid"].any()
+    b = observe_seeded(model, embed, action, torch.zeros(2, 5), {**garbage, **bare})[0]
+    torch.testing.assert_close(a["deter"], b["deter"], rtol=1e-5, atol=1e-5)
+    other = {**bare, "stoch": bare["stoch"].roll(1, -1)}  # other classes for every variable
+    c = observe_seeded(model, embed, action, torch.zeros(2, 5), other)[0]
+    assert not torch.allclose(a["deter"][:, 0], c["deter"][:, 0])
 
 
 @torch.no_grad()

@@ -47,6 +47,13 @@ DEFAULT_STEPS = 1000  # random steps of the plug-in check: enough for most tasks
 SEED_STEPS = 10  # steps replayed to check that reset(seed=...) makes the env reproducible
 
 
+def require(ok: Any, message: str) -> None:
+    """Raise AssertionError(message) unless `ok`: a contract check that `python -O` does not strip, as it strips
+    `assert` statements."""
+    if not ok:
+        raise AssertionError(message)
+
+
 def check_env(env: gymnasium.Env, steps: int = 50) -> None:
     """Reset and step `env` with random actions (its own spaces' generators are left untouched).
 
@@ -64,17 +71,15 @@ def check_env(env: gymnasium.Env, steps: int = 50) -> None:
     _check_observation(env.observation_space, observation, "reset")
     for index in range(int(steps)):
         result = env.step(_random_action(env.action_space, rng))
-        assert isinstance(result, tuple) and len(result) == 5, f"step must return a 5-tuple, got {type(result).__name__}"
+        require(isinstance(result, tuple) and len(result) == 5, f"step must return a 5-tuple, got {type(result).__name__}")
         observation, reward, terminated, truncated, info = result
         where = f"step {index}"
         _check_observation(env.observation_space, observation, where)
-        assert isinstance(reward, Real) and not isinstance(reward, (bool, np.bool_)), (
-            f"{where}: reward must be a real scalar, got {type(reward).__name__}"
-        )
-        assert np.isfinite(reward), f"{where}: reward is not finite ({reward})"
+        require(isinstance(reward, Real) and not isinstance(reward, (bool, np.bool_)), f"{where}: reward must be a real scalar, got {type(reward).__name__}")
+        require(np.isfinite(reward), f"{where}: reward is not finite ({reward})")
         for name, flag in (("terminated", terminated), ("truncated", truncated)):
-            assert isinstance(flag, (bool, np.bool_)), f"{where}: {name} must be a bool, got {type(flag).__name__}"
-        assert isinstance(info, dict), f"{where}: info must be a dict, got {type(info).__name__}"
+            require(isinstance(flag, (bool, np.bool_)), f"{where}: {name} must be a bool, got {type(flag).__name__}")
+        require(isinstance(info, dict), f"{where}: info must be a dict, got {type(info).__name__}")
         if terminated or truncated:
             observation, info = _unpack_reset(env.reset())
             _check_observation(env.observation_space, observation, f"reset after {where}")
@@ -84,48 +89,42 @@ def check_env(env: gymnasium.Env, steps: int = 50) -> None:
 
 
 def _check_observation_space(space: spaces.Space) -> None:
-    assert isinstance(space, spaces.Dict), f"observation space must be a Dict, got {space}"
-    assert len(space.spaces) > 0, "observation space Dict is empty"
+    require(isinstance(space, spaces.Dict), f"observation space must be a Dict, got {space}")
+    require(len(space.spaces) > 0, "observation space Dict is empty")
     for key, value in space.spaces.items():
-        assert isinstance(value, spaces.Box), f"observation space key {key!r} must be a Box, got {value}"
+        require(isinstance(value, spaces.Box), f"observation space key {key!r} must be a Box, got {value}")
         image = len(value.shape) == 3 and value.dtype == np.uint8
-        assert len(value.shape) == 1 or image, (
-            f"observation space key {key!r} must be a 1-D vector or an (H, W, C) uint8 image, got {value}"
-        )
+        require(len(value.shape) == 1 or image, f"observation space key {key!r} must be a 1-D vector or an (H, W, C) uint8 image, got {value}")
         if image:
             problem = image_problem(value.shape)
-            assert problem is None, f"observation space key {key!r} {value}: {problem}"
+            require(problem is None, f"observation space key {key!r} {value}: {problem}")
 
 
 def _check_action_space(space: spaces.Space) -> None:
     if isinstance(space, spaces.Discrete):
-        assert space.start == 0, f"Discrete action space must start at 0, got {space}"
+        require(space.start == 0, f"Discrete action space must start at 0, got {space}")
         return
-    assert isinstance(space, spaces.Box), f"action space must be Discrete or Box, got {space}"
-    assert np.issubdtype(space.dtype, np.floating), f"Box action space must have a float dtype, got {space.dtype}"
-    assert np.all(space.low >= -1.0) and np.all(space.high <= 1.0), f"Box action space must lie within [-1, 1], got {space}"
+    require(isinstance(space, spaces.Box), f"action space must be Discrete or Box, got {space}")
+    require(np.issubdtype(space.dtype, np.floating), f"Box action space must have a float dtype, got {space.dtype}")
+    require(np.all(space.low >= -1.0) and np.all(space.high <= 1.0), f"Box action space must lie within [-1, 1], got {space}")
 
 
 def _unpack_reset(result: Any) -> tuple[Any, dict]:
-    assert isinstance(result, tuple) and len(result) == 2, (
-        f"reset must return (observation, info), got {type(result).__name__}"
-    )
+    require(isinstance(result, tuple) and len(result) == 2, f"reset must return (observation, info), got {type(result).__name__}")
     observation, info = result
-    assert isinstance(info, dict), f"reset info must be a dict, got {type(info).__name__}"
+    require(isinstance(info, dict), f"reset info must be a dict, got {type(info).__name__}")
     return observation, info
 
 
 def _check_observation(space: spaces.Dict, observation: Any, where: str) -> None:
-    assert isinstance(observation, dict), f"{where}: observation must be a dict, got {type(observation).__name__}"
-    assert set(observation) == set(space.spaces), (
-        f"{where}: observation keys {sorted(observation)} differ from the space's {sorted(space.spaces)}"
-    )
+    require(isinstance(observation, dict), f"{where}: observation must be a dict, got {type(observation).__name__}")
+    require(set(observation) == set(space.spaces), f"{where}: observation keys {sorted(observation)} differ from the space's {sorted(space.spaces)}")
     for key, box in space.spaces.items():
         value = observation[key]
-        assert isinstance(value, np.ndarray), f"{where}: observation {key!r} must be a numpy array, got {type(value).__name__}"
-        assert value.dtype == box.dtype, f"{where}: observation {key!r} has dtype {value.dtype}, expected {box.dtype}"
-        assert value.shape == box.shape, f"{where}: observation {key!r} has shape {value.shape}, expected {box.shape}"
-        assert box.contains(value), f"{where}: observation {key!r} is outside its space {box}"
+        require(isinstance(value, np.ndarray), f"{where}: observation {key!r} must be a numpy array, got {type(value).__name__}")
+        require(value.dtype == box.dtype, f"{where}: observation {key!r} has dtype {value.dtype}, expected {box.dtype}")
+        require(value.shape == box.shape, f"{where}: observation {key!r} has shape {value.shape}, expected {box.shape}")
+        require(box.contains(value), f"{where}: observation {key!r} is outside its space {box}")
 
 
 def _random_action(space: spaces.Space, rng: np.random.Generator) -> Any:
