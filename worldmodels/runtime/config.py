@@ -9,7 +9,6 @@ from omegaconf import DictConfig, OmegaConf
 from worldmodels.runtime.errors import UserError
 
 KNOWN_SUITES = ("gym", "dummy", "dmc")  # built in; installed packages may add more (envs.suite_names)
-PRECISIONS = ("float32", "bf16")  # run.precision (worldmodels.agent.agent.PRECISIONS, kept import-light here)
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -116,6 +115,8 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
             from worldmodels.strategies.compile import COMPILE_MODES
 
             _choice(cfg, "run.compile", COMPILE_MODES)
+        from worldmodels.agent.agent import PRECISIONS  # the agent's own list: the rule is written once
+
         _choice(cfg, "run.precision", PRECISIONS)
         _int(cfg, "batch.size", 1)
         _int(cfg, "batch.length", 2)
