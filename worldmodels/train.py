@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from worldmodels.agent.agent import LATENT_KEYS
+from worldmodels.agent.agent import LATENT_KEYS, host_arrays
 from worldmodels.cpu.memory import keep_freed_memory
 from worldmodels.evaluation.imagination import WorldModelPredictor
 from worldmodels.evaluation.report import replay_openloop
@@ -346,7 +346,7 @@ class Trainer:
         skipped = torch.stack([s for _, _, s in pending]).tolist()
         for (index, latents, _), skip in zip(pending, skipped):
             if latents and not skip:
-                self.replay.update(index, {k: v.cpu().numpy() for k, v in latents.items()})
+                self.replay.update(index, host_arrays(latents))
         run = int(self.skipped_run)
         if run >= self.cfg.run.max_nonfinite:
             raise UserError(

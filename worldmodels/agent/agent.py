@@ -30,6 +30,11 @@ LATENT_KEYS = ("latent/deter", "latent/stoch")
 PRECISIONS = ("float32", "bf16")
 
 
+def host_arrays(values: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Replay values computed on the device (latent_values), as the host arrays the replay stores."""
+    return {k: v.cpu().numpy() for k, v in values.items()}
+
+
 def action_spec(space: gym.Space) -> tuple[int, bool]:
     """(action vector size, is discrete) of a normalised action space."""
     if isinstance(space, gym.spaces.Discrete):
@@ -146,7 +151,7 @@ class Agent(nn.Module):
     @classmethod
     def latent_entries(cls, state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """`latent_values` as host arrays."""
-        return {k: v.cpu().numpy() for k, v in cls.latent_values(state).items()}
+        return host_arrays(cls.latent_values(state))
 
     def replay_entry(self, carry: Carry) -> dict[str, np.ndarray]:
         """The latent state of an acting carry as replay values (N, ...)."""
@@ -164,7 +169,7 @@ class Agent(nn.Module):
 
     def posterior_entries(self) -> dict[str, np.ndarray]:
         """The posterior latents (B, T, ...) of the last `train_step`, as replay values (see latent_values)."""
-        return {k: v.cpu().numpy() for k, v in self.posterior.items()}
+        return host_arrays(self.posterior)
 
     def env_action(self, action: torch.Tensor) -> np.ndarray:
         """Agent action (N, A) -> what the environments take: indices, or vectors clipped to [-1, 1]."""

@@ -150,7 +150,7 @@ class CpuRSSM(RSSM):
         self, deter: torch.Tensor, stoch: torch.Tensor, keep: torch.Tensor, action_in: torch.Tensor, embed_in: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`RSSM.observe_step` through `_observe_step`, with step t's slots of the current loop, recording its taps."""
-        loop = getattr(self, "_loop", None)
+        loop = self._loop
         slots = None if loop is None or loop["slots"] is None else {name: s[loop["t"]] for name, s in loop["slots"].items()}
         deter, post, stoch, taps = self._observe_step(deter, stoch, keep, action_in, embed_in, slots)
         if loop is not None:

@@ -176,11 +176,6 @@ def all_min(values: Sequence[float], device: torch.device | str = "cpu") -> list
     return tensor.tolist()
 
 
-def all_true(flag: bool, device: torch.device | str = "cpu") -> bool:
-    """Whether `flag` holds on every rank."""
-    return all_min([1.0 if flag else 0.0], device)[0] > 0
-
-
 def barrier(device: torch.device | str = "cpu") -> None:
     """Wait until every rank gets here (an all-reduce, so it works alike on gloo and NCCL)."""
     all_min([0.0], device)

@@ -105,8 +105,8 @@ class Updater:
 
 
 def graph_breaks(agent: Any, batch: dict[str, torch.Tensor], start: Any = None) -> tuple[int, list[str]]:
-    """The number of graph breaks dynamo meets tracing `agent.update` on `batch`, and their reasons (no compile: the
-    update runs once, eagerly, on copies of nothing: call it on a throwaway agent, it takes a step)."""
+    """The number of graph breaks dynamo meets tracing `agent.update` on `batch`, and their reasons. Nothing is
+    compiled, but tracing runs the update once, so it changes the agent: pass a copy you can throw away."""
     with autograd_in_graph():
         explained = torch._dynamo.explain(agent.update)(batch, start)
     return explained.graph_break_count, [str(b.reason) for b in explained.break_reasons]
