@@ -123,7 +123,7 @@ def test_a_run_of_nonfinite_updates_stops_training_and_keeps_the_checkpoint(tmp_
     original = train_module.Trainer.train_updates
 
     def poisoned(self):
-        if self.step >= 150 and not hasattr(self, "poisoned"):
+        if self.progress.step >= 150 and not hasattr(self, "poisoned"):
             loss = self.poisoned = self.agent.loss
 
             def nan_loss(batch, start=None):

@@ -10,7 +10,6 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import worldmodels.train as train_module
-from worldmodels.agent.agent import LATENT_KEYS
 from worldmodels.runtime.setup import CONFIG_DIR, process_settings, to_torch
 from worldmodels.train import Trainer
 
@@ -35,12 +34,12 @@ def test_train_ratio_counts_stored_agent_steps_not_env_frames(tmp_path):
     cfg = debug_cfg(tmp_path / "run", f"env.action_repeat={repeat}", f"run.steps={60 * repeat}", "run.train_start=40",
                     "run.train_ratio=32", "batch.size=2", "batch.length=8", "replay.context=0", "run.eval_every=0")
     trainer = run_trainer(cfg)
-    assert trainer.stored == trainer.replay.added  # one replay item per agent step, final observations included
+    assert trainer.progress.stored == trainer.replay.added  # one replay item per agent step, final observations included
     # 50-frame episodes: 50 / repeat agent steps (repeat env frames each) and a final observation each.
     ended = int(trainer.replay.data["is_last"][: trainer.replay.size].sum())
-    assert ended >= 1 and trainer.stored == trainer.step // repeat + ended
-    assert trainer.train_from == 40
-    assert trainer.updates == 1 + (trainer.stored - 40) * 32 // (2 * 8)
+    assert ended >= 1 and trainer.progress.stored == trainer.progress.step // repeat + ended
+    assert trainer.progress.train_from == 40
+    assert trainer.progress.updates == 1 + (trainer.progress.stored - 40) * 32 // (2 * 8)
 
 
 def test_checkpoints_come_by_wall_clock_as_well_as_by_steps(tmp_path, monkeypatch):
@@ -52,7 +51,7 @@ def test_checkpoints_come_by_wall_clock_as_well_as_by_steps(tmp_path, monkeypatc
 
     saves = []
     monkeypatch.setattr(train_module, "clock", clock)
-    monkeypatch.setattr(Trainer, "save", lambda self: saves.append(self.step))
+    monkeypatch.setattr(Trainer, "save", lambda self: saves.append(self.progress.step))
     cfg = debug_cfg(tmp_path / "run", "run.steps=60", "run.save_every=100000", "run.save_seconds=10", "run.train_start=1000")
     run_trainer(cfg)
     # one clock reading per loop iteration, one iteration per env step but at episode ends: a checkpoint
@@ -65,7 +64,7 @@ def test_replay_context_stores_acting_latents_and_writes_back_trained_ones(tmp_p
                     "run.eval_every=0", "replay.chunk=40")
     trainer = run_trainer(cfg)
     replay, agent = trainer.replay, trainer.agent
-    deter, stoch = (replay.data[k][: replay.size] for k in LATENT_KEYS)
+    deter, stoch = (replay.data[k][: replay.size] for k in agent.latent_keys)
     assert deter.dtype == np.float16 and stoch.dtype == np.int16
     assert np.abs(deter).max() > 0 and stoch.max() < agent.wm.dynamics.classes
     # A window's context step gives its start carry: the stored latent and the action taken there.
@@ -117,16 +116,16 @@ def test_updates_queue_their_latents_and_the_flush_writes_those_of_taken_updates
     cfg = debug_cfg(tmp_path / "run", "run.steps=80", "run.train_start=50", "run.train_ratio=16", "run.save_every=0",
                     "run.eval_every=0", "replay.chunk=40")
     trainer = run_trainer(cfg)
-    trainer.stored += 2 * cfg.batch.size * cfg.batch.length // cfg.run.train_ratio  # owe two more updates
+    trainer.progress.stored += 2 * cfg.batch.size * cfg.batch.length // cfg.run.train_ratio  # owe two more updates
     with process_settings(cfg.run.threads, cfg.run.onednn):
         metrics = trainer.train_updates()
-    assert len(trainer.unflushed) == 2 and all(isinstance(v, torch.Tensor) for v in metrics["loss/total"])
-    (taken_index, taken, _), (skipped_index, skipped, _) = trainer.unflushed
-    trainer.unflushed[1] = (skipped_index, skipped, torch.tensor(1.0))  # as if the second update had been skipped
-    before = {k: trainer.replay.data[k].copy() for k in LATENT_KEYS}
-    trainer.flush_updates()
-    assert trainer.unflushed == []
-    for key in LATENT_KEYS:  # exactly the taken update's latents at its windows (overlapping rows: the last one's)
+    assert len(trainer.pending.items) == 2 and all(isinstance(v, torch.Tensor) for v in metrics["loss/total"])
+    (taken_index, taken, _), (skipped_index, skipped, _) = trainer.pending.items
+    trainer.pending.items[1] = (skipped_index, skipped, torch.tensor(1.0))  # as if the second update had been skipped
+    before = {k: trainer.replay.data[k].copy() for k in trainer.agent.latent_keys}
+    trainer.pending.flush(trainer.replay)
+    assert trainer.pending.items == []
+    for key in trainer.agent.latent_keys:  # exactly the taken update's latents at its windows (overlapping rows: the last one's)
         expected = before[key].copy()
         expected[taken_index] = taken[key].numpy()
         assert not np.array_equal(expected, before[key])  # the update's latents differ from the acting ones stored

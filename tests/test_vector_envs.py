@@ -47,7 +47,7 @@ def run_trainer(cfg, payload: dict[str, Any] | None = None) -> Trainer:
         trainer = Trainer(cfg, Path(cfg.run.dir))
         Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
         if payload is not None:
-            trainer.restore(payload)
+            trainer.checkpoint.restore(payload)
         trainer.run()
     return trainer
 
@@ -111,14 +111,14 @@ def test_train_ratio_counts_the_steps_stored_by_every_env(tmp_path):
     assert isinstance(trainer.replay, ReplayStreams) and len(streams) == 3
     # one stored step per env per vector step: the streams grow together, and `stored` is their sum
     assert streams[0].added == streams[1].added == streams[2].added
-    assert trainer.stored == sum(s.added for s in streams) == len(trainer.replay)
+    assert trainer.progress.stored == sum(s.added for s in streams) == len(trainer.replay)
     # run.steps counts env steps summed over the envs: each stored observation but an episode's first came from one
     # step, and so did the observations each env is about to act on
     moved = sum(int(s.size - s.data["is_first"][: s.size].sum()) for s in streams)
-    assert trainer.step == moved + int((~trainer.driver.pending["is_first"]).sum())
-    assert 90 <= trainer.step < 90 + 3
-    assert trainer.train_from == 30  # stored steps across envs: 3 per vector step
-    assert trainer.updates == 1 + (trainer.stored - trainer.train_from) * 16 // (2 * 8)
+    assert trainer.progress.step == moved + int((~trainer.driver.pending["is_first"]).sum())
+    assert 90 <= trainer.progress.step < 90 + 3
+    assert trainer.progress.train_from == 30  # stored steps across envs: 3 per vector step
+    assert trainer.progress.updates == 1 + (trainer.progress.stored - trainer.progress.train_from) * 16 // (2 * 8)
 
 
 def test_one_env_crashing_among_several_leaves_the_others_going(tmp_path, monkeypatch):
@@ -161,14 +161,15 @@ def test_one_env_crashing_among_several_leaves_the_others_going(tmp_path, monkey
 def test_resume_with_two_envs_restores_every_stream(tmp_path):
     first = run_trainer(debug_cfg(tmp_path / "run", "env.num_envs=2", "env.vector=sync", "run.steps=60"))
     payload = load_checkpoint(tmp_path / "run" / "checkpoints")
-    assert payload["step"] == first.step >= 60
+    assert payload["step"] == first.progress.step >= 60
     cfg = debug_cfg(tmp_path / "run", "env.num_envs=2", "env.vector=async", "run.steps=100")  # may run elsewhere now
     assert resume_conflict(OmegaConf.create(payload["config"]), cfg) is None
     with process_settings(cfg.run.threads, cfg.run.onednn):
         second = Trainer(cfg, Path(cfg.run.dir))
-        second.restore(payload)
+        second.checkpoint.restore(payload)
     try:
-        assert (second.step, second.stored, second.updates) == (first.step, first.stored, first.updates)
+        assert (second.progress.step, second.progress.stored, second.progress.updates) == (
+            first.progress.step, first.progress.stored, first.progress.updates)
         assert second.replay.rng.bit_generator.state == first.replay.rng.bit_generator.state
         for before, after in zip(first.replay.streams, second.replay.streams):
             assert (after.size, list(after.queue), after.since_queued) == (before.size, list(before.queue), before.since_queued)
@@ -179,7 +180,7 @@ def test_resume_with_two_envs_restores_every_stream(tmp_path):
         second.driver.close()
         second.eval_driver.close()
     resumed = run_trainer(cfg, payload)
-    assert resumed.step >= 100 and all(s.added > b.added for s, b in zip(resumed.replay.streams, first.replay.streams))
+    assert resumed.progress.step >= 100 and all(s.added > b.added for s, b in zip(resumed.replay.streams, first.replay.streams))
     assert resume_conflict(OmegaConf.create(payload["config"]), debug_cfg(tmp_path, "env.num_envs=3")) == "env.num_envs was 2 and is now 3"
     old = OmegaConf.create(payload["config"])
     del old.env["num_envs"], old.env["vector"]  # a run saved before the option existed had one env

@@ -15,23 +15,20 @@ from torch import nn
 
 from worldmodels.agent.optim import LaProp
 from worldmodels.agent.returns import ReturnNorm, lambda_return
-from worldmodels.models.distributions import one_hot
 from worldmodels.models.heads import Actor, TwoHotHead
+from worldmodels.models.options import choice
 from worldmodels.models.transforms import twohot_bins, twohot_expect, twohot_mix_nll
 from worldmodels.world_model.world_model import Batch, WorldModel
 
 Carry = tuple[dict[str, torch.Tensor], torch.Tensor]
 GradHook = Callable[[list[torch.Tensor | None], torch.Tensor], tuple[list[torch.Tensor | None], torch.Tensor]]
 
-# Replay keys of the latent state stored with each step, for replay context (see Agent.split_context).
-LATENT_KEYS = ("latent/deter", "latent/stoch")
-
 # Compute precisions of the forward passes (run.precision); weights, optimiser state and losses are float32 in both.
 PRECISIONS = ("float32", "bf16")
 
 
 def host_arrays(values: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Replay values computed on the device (latent_values), as the host arrays the replay stores."""
+    """Replay values computed on the device (Dynamics.latent_values), as the host arrays the replay stores."""
     return {k: v.cpu().numpy() for k, v in values.items()}
 
 
@@ -78,9 +75,7 @@ class Agent(nn.Module):
         precision: str = "float32", dynamics: dict[str, Any] | None = None, objective: dict[str, Any] | None = None,
     ):
         super().__init__()
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not supported: use one of {', '.join(PRECISIONS)}")
-        self.precision = precision
+        self.precision = choice("run.precision", precision, PRECISIONS)
         self.obs_keys = obs_shapes(obs_space)
         self.action_dim, self.discrete = action_spec(act_space)
         self.cfg = dict(agent)
@@ -119,9 +114,8 @@ class Agent(nn.Module):
         """
         if self.precision == "float32":
             return contextlib.nullcontext()
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        raise ValueError(f"precision {self.precision!r} is not supported: use one of {', '.join(PRECISIONS)}")
+        choice("run.precision", self.precision, PRECISIONS)  # it may have been changed since __init__
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     # -- acting --------------------------------------------------------------------------------
     def initial_carry(self, batch: int) -> Carry:
@@ -141,34 +135,26 @@ class Agent(nn.Module):
             action = dist.sample() if mode == "sample" else dist.mode()
         return action, (state, action)
 
-    @staticmethod
-    def latent_values(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A state's latents as replay values (..., ·), on its device: deter in float16 (the official code stores it
-        in its bf16 compute dtype) and the sampled class of each stoch variable."""
-        return {"latent/deter": state["deter"].detach().to(torch.float16),
-                "latent/stoch": state["stoch"].detach().argmax(-1).to(torch.int16)}
-
-    @classmethod
-    def latent_entries(cls, state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        """`latent_values` as host arrays."""
-        return host_arrays(cls.latent_values(state))
+    @property
+    def latent_keys(self) -> tuple[str, ...]:
+        """The replay keys of the latent state stored with each step: those the dynamics backend declares."""
+        return self.wm.dynamics.latent_keys
 
     def replay_entry(self, carry: Carry) -> dict[str, np.ndarray]:
         """The latent state of an acting carry as replay values (N, ...)."""
-        return self.latent_entries(carry[0])
+        return host_arrays(self.wm.dynamics.latent_values(carry[0]))
 
     def split_context(self, batch: Batch, context: int) -> tuple[Batch, Carry]:
         """Replay context (the official `replay_context`): the first `context` steps of a replayed window
         are not trained on; the latent state stored for the last of them, with the action taken there,
-        starts the filtering of the rest, instead of zeros. Returns (the rest, its start carry)."""
-        k = context - 1
-        stoch = one_hot(batch["latent/stoch"][:, k], self.wm.dynamics.classes)
-        start = ({"deter": batch["latent/deter"][:, k].float(), "stoch": stoch}, batch["action"][:, k].float())
-        rest = {key: value[:, context:] for key, value in batch.items() if key not in LATENT_KEYS}
-        return rest, start
+        starts the filtering of the rest, instead of zeros. Returns (the rest, without the latents, and its start carry)."""
+        k, keys = context - 1, self.latent_keys
+        state = self.wm.dynamics.state_from_latents({key: batch[key][:, k] for key in keys})
+        rest = {key: value[:, context:] for key, value in batch.items() if key not in keys}
+        return rest, (state, batch["action"][:, k].float())
 
     def posterior_entries(self) -> dict[str, np.ndarray]:
-        """The posterior latents (B, T, ...) of the last `train_step`, as replay values (see latent_values)."""
+        """The posterior latents (B, T, ...) of the last `train_step`, as replay values (Dynamics.latent_values)."""
         return host_arrays(self.posterior)
 
     def env_action(self, action: torch.Tensor) -> np.ndarray:
@@ -290,7 +276,7 @@ class Agent(nn.Module):
                 "wm/post_entropy": -(post["logits"].exp() * post["logits"]).sum(-1).mean().detach(),
             }
         )
-        return total, metrics, {"retnorm": retnorm, "posterior": self.latent_values(post)}
+        return total, metrics, {"retnorm": retnorm, "posterior": self.wm.dynamics.latent_values(post)}
 
     def update(self, batch: Batch, start: Carry | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """One update of every network from a replayed batch (B, T, ...), filtered from `start` (zeros when None):

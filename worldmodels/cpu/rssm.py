@@ -26,7 +26,8 @@ from worldmodels.cpu.matmul import linear
 from worldmodels.cpu.onehot_feat import OneHotFeat
 from worldmodels.cpu.packed_linear import available as packing_available
 from worldmodels.cpu.packed_linear import new_handle, packed_linear
-from worldmodels.dynamics.rssm import RSSM, State
+from worldmodels.dynamics.base import State
+from worldmodels.dynamics.rssm import RSSM
 from worldmodels.models.distributions import sample_onehot, sample_onehot_index
 from worldmodels.models.nets import Linear, NormAct
 
@@ -186,6 +187,6 @@ class CpuRSSM(RSSM):
         return {"deter": deter, "stoch": stoch, "classes": classes}
 
     def compile_steps(self) -> None:
-        """torch.compile the observe loop's step (see Agent.compile_steps)."""
+        """torch.compile the observe loop's step (run.compile=steps, worldmodels/strategies/compile.py)."""
         self._observe_step = torch.compile(self._observe_step, dynamic=False)
 

@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from worldmodels.models.distributions import sample_onehot, sample_onehot_index, unimix_logits
+from worldmodels.dynamics.base import Dynamics, Spec, State
+from worldmodels.models.distributions import sample_onehot, sample_onehot_index
 from worldmodels.models.nets import MLP, BlockLinear, Linear, NormAct, RMSNorm
+from worldmodels.models.options import invalid
 
-State = dict[str, torch.Tensor]
 
-
-class RSSM(nn.Module):
-    """The RSSM behind the dynamics interface (dynamics/__init__.py): initial, observe, obs_step, imagine_step, starts, feat.
+class RSSM(Dynamics):
+    """The RSSM behind the dynamics interface (dynamics/base.py): observe, imagine_step, starts; no options of its own.
 
     Args:
         embed_dim: size of the encoder output.
@@ -49,11 +48,9 @@ class RSSM(nn.Module):
         blocks: int = 8,
         unimix: float = 0.01,
     ):
-        super().__init__()
-        if deter % blocks:
-            raise ValueError(f"model.deter={deter} must be divisible by model.blocks={blocks}")
-        self.deter, self.stoch, self.classes, self.blocks, self.unimix = deter, stoch, classes, blocks, unimix
-        self.feat_dim = deter + stoch * classes
+        self.check_options({}, {"deter": deter, "blocks": blocks})
+        super().__init__(deter, stoch, classes, unimix)
+        self.blocks = blocks
         # Inputs to the GRU: h, z and a each through Linear -> RMSNorm -> SiLU.
         self.in_deter = NormAct(deter, hidden)
         self.in_stoch = NormAct(stoch * classes, hidden)
@@ -77,20 +74,20 @@ class RSSM(nn.Module):
         self.prior_net = MLP(deter, hidden, 2)
         self.prior_out = Linear(hidden, stoch * classes)
 
-    def initial(self, batch: int, device: torch.device | str = "cpu") -> State:
-        return {
-            "deter": torch.zeros(batch, self.deter, device=device),
-            "stoch": torch.zeros(batch, self.stoch, self.classes, device=device),
-        }
+    @classmethod
+    def check_options(cls, spec: Spec, model: Spec) -> None:
+        """The GRU's blocks split deter evenly."""
+        if model["deter"] % model["blocks"]:
+            raise invalid("model.deter", model["deter"], f"must be divisible by model.blocks={model['blocks']}")
 
-    def feat(self, state: State) -> torch.Tensor:
-        stoch = state["stoch"]
-        return torch.cat([state["deter"], stoch.reshape(*stoch.shape[:-2], -1)], -1)
+    @classmethod
+    def from_config(cls, spec: Spec, embed_dim: int, action_dim: int, model: Spec, unimix: float) -> RSSM:
+        widths = (model["deter"], model["hidden"], model["stoch"], model["classes"], model["blocks"])
+        return cls(embed_dim, action_dim, *widths, unimix)
 
     def action_input(self, action: torch.Tensor) -> torch.Tensor:
-        """Scale actions into [-1, 1] (the official `action / max(1, |action|)`) and embed them."""
-        action = action / torch.clamp(action.detach().abs(), min=1.0)
-        return self.in_action(action)
+        """Scale actions into [-1, 1] (scale_action) and embed them."""
+        return self.in_action(self.scale_action(action))
 
     # -- the model -------------------------------------------------------------------------------
     def gru_step(self, deter: torch.Tensor, stoch: torch.Tensor, action_in: torch.Tensor) -> torch.Tensor:
@@ -104,10 +101,6 @@ class RSSM(nn.Module):
         update = torch.sigmoid(update - 1.0)  # the -1 biases each step towards keeping h
         # h_t = update * cand + (1 - update) * h_{t-1}; the state stays float32 under bf16 autocast.
         return torch.lerp(deter.reshape(n, g, -1), cand.to(deter.dtype), update.to(deter.dtype)).reshape(n, -1)
-
-    def latent_logits(self, out: torch.Tensor) -> torch.Tensor:
-        """Output layer (..., S * C) -> log-probabilities (..., S, C) with unimix, float32 also under bf16 autocast."""
-        return unimix_logits(out.unflatten(-1, (self.stoch, self.classes)).float(), self.unimix)
 
     def prior_logits(self, deter: torch.Tensor) -> torch.Tensor:
         """log p(z_t | h_t), (..., S, C)."""
@@ -162,16 +155,11 @@ class RSSM(nn.Module):
         post_state = {"deter": torch.stack(deters, 1), "stoch": torch.stack(stochs, 1), "logits": torch.stack(logits, 1)}
         return post_state, self.prior_logits(post_state["deter"]), {"deter": deter, "stoch": stoch}
 
-    def obs_step(self, state: State, prev_action: torch.Tensor, embed: torch.Tensor, is_first: torch.Tensor) -> State:
-        """One filtering step for acting in the environment: (B, ...) tensors, no time axis."""
-        _, _, last = self.observe(embed[:, None], prev_action[:, None], is_first[:, None], state)
-        return last
-
     def starts(self, post: State, state: State) -> State:
         """Imagination start states (B * T, ...): every posterior state of the window, detached (the
         GRU carries nothing else; `state` is unused)."""
         return {k: post[k].detach().reshape(-1, *post[k].shape[2:]) for k in ("deter", "stoch")}
 
     def compile_steps(self) -> None:
-        """torch.compile the observe loop's step (see Agent.compile_steps)."""
+        """torch.compile the observe loop's step (run.compile=steps, worldmodels/strategies/compile.py)."""
         self.observe_step = torch.compile(self.observe_step, dynamic=False)

@@ -1,6 +1,6 @@
 """Transformer state-space model: causal self-attention latent dynamics in the style of STORM and TWISTER.
 
-It has the RSSM's interface and state conventions (rssm.py), so the heads and the actor-critic read it
+It has the RSSM's interface and state conventions (dynamics/base.py), so the heads and the actor-critic read it
 unchanged: `initial`, `observe`, `obs_step`, `imagine_step`, `feat`, `feat_dim`, `prior_logits`.
 
 Model, per step t of an episode (z: `stoch` categoricals of `classes` classes; 1% unimix; one-hot
@@ -38,7 +38,7 @@ State (dict of tensors with batch dimension B first, as the RSSM's):
     classes (B, S)            sampled class indices; only from `imagine_step`, as the RSSM's
 The next position's input is tok(stoch, action): the carried stoch and the action given to the next call
 (`prev_action[:, 0]` or imagine_step's action), so no token is stored. A state with only deter and stoch
-(as the replay context keeps, see Agent.split_context) is read as one with an empty cache.
+(as the replay context keeps, see Dynamics.state_from_latents) is read as one with an empty cache.
 
 Imagination starts: `observe` also leaves, in the posterior dict, each layer's keys and values of every
 position of the window ("keys.l", "values.l": (B, H, T, Dh)), the episode id of each step ("episode": (B, T))
@@ -53,10 +53,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldmodels.models.distributions import sample_onehot_index, unimix_logits
+from worldmodels.dynamics.base import Dynamics, Spec, State
+from worldmodels.models.distributions import sample_onehot_index
 from worldmodels.models.nets import MLP, Linear, NormAct, RMSNorm
-
-State = dict[str, torch.Tensor]
+from worldmodels.models.options import integer, invalid
 
 
 def cache_names(layer: int) -> tuple[str, str]:
@@ -75,18 +75,6 @@ def rotary(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> t
     cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
-
-
-def check_options(d_model: int, layers: int, heads: int, context: int) -> None:
-    """Raise ValueError, one line naming the option, for widths the Transformer cannot take."""
-    if layers < 1:
-        raise ValueError(f"dynamics.layers={layers} is invalid: expected an integer >= 1")
-    if heads < 1 or d_model % heads:
-        raise ValueError(f"dynamics.heads={heads} is invalid: must divide dynamics.d_model={d_model}")
-    if (d_model // heads) % 2:
-        raise ValueError(f"dynamics.heads={heads} is invalid: d_model / heads = {d_model // heads} must be even (rotary positions)")
-    if context < 1:
-        raise ValueError(f"dynamics.context={context} is invalid: expected an integer >= 1")
 
 
 class Block(nn.Module):
@@ -123,8 +111,8 @@ class Block(nn.Module):
         return x, keys, values
 
 
-class TransformerSSM(nn.Module):
-    """Causal Transformer dynamics with the RSSM's interface (see the module docstring).
+class TransformerSSM(Dynamics):
+    """Causal Transformer dynamics behind the dynamics interface (see the module docstring).
 
     Args:
         embed_dim: size of the encoder output. action_dim: size of the action vector.
@@ -149,11 +137,9 @@ class TransformerSSM(nn.Module):
         ffn: int | None = None,
         unimix: float = 0.01,
     ):
-        super().__init__()
-        check_options(d_model, layers, heads, context)
+        self.check_options({"d_model": d_model, "layers": layers, "heads": heads, "context": context}, {})
+        super().__init__(d_model, stoch, classes, unimix)  # deter: h is d_model wide
         self.d_model, self.layers, self.heads, self.context = d_model, layers, heads, context
-        self.deter, self.stoch, self.classes, self.unimix = d_model, stoch, classes, unimix  # RSSM's names
-        self.feat_dim = d_model + stoch * classes
         # Posterior q(z_t | e_t): one hidden layer on the embedding alone.
         self.post_in = NormAct(embed_dim, hidden)
         self.post_out = Linear(hidden, stoch * classes)
@@ -168,13 +154,31 @@ class TransformerSSM(nn.Module):
         self.prior_net = MLP(d_model, hidden, 2)
         self.prior_out = Linear(hidden, stoch * classes)
 
+    @classmethod
+    def check_options(cls, spec: Spec, model: Spec) -> None:
+        """Positive sizes; heads split d_model into even widths (rotary positions turn pairs of features)."""
+        for key in ("d_model", "layers", "heads", "context"):
+            integer(f"dynamics.{key}", spec.get(key))
+        d_model, heads = spec["d_model"], spec["heads"]
+        if d_model % heads:
+            raise invalid("dynamics.heads", heads, f"must divide dynamics.d_model={d_model}")
+        if (d_model // heads) % 2:
+            raise invalid("dynamics.heads", heads, f"d_model / heads = {d_model // heads} must be even (rotary positions)")
+
+    @classmethod
+    def from_config(cls, spec: Spec, embed_dim: int, action_dim: int, model: Spec, unimix: float) -> TransformerSSM:
+        """d_model, layers, heads, context from `dynamics=`; stoch, classes, hidden from the size preset."""
+        return cls(
+            embed_dim, action_dim, d_model=spec["d_model"], layers=spec["layers"], heads=spec["heads"], context=spec["context"],
+            stoch=model["stoch"], classes=model["classes"], hidden=model["hidden"], unimix=unimix,
+        )
+
     # -- pieces --------------------------------------------------------------------------------
     def initial(self, batch: int, device: torch.device | str = "cpu") -> State:
         """Zeros and an empty cache (no valid slot)."""
         cache = (batch, self.heads, self.context, self.d_model // self.heads)
         return {
-            "deter": torch.zeros(batch, self.d_model, device=device),
-            "stoch": torch.zeros(batch, self.stoch, self.classes, device=device),
+            **super().initial(batch, device),
             **{name: torch.zeros(cache, device=device) for name in self.cache_entries()},
             "valid": torch.zeros(batch, self.context, dtype=torch.bool, device=device),
             "position": torch.zeros(batch, dtype=torch.long, device=device),
@@ -184,24 +188,15 @@ class TransformerSSM(nn.Module):
         """The state's names of every layer's cached keys and values."""
         return [name for layer in range(self.layers) for name in cache_names(layer)]
 
-    def feat(self, state: State) -> torch.Tensor:
-        stoch = state["stoch"]
-        return torch.cat([state["deter"], stoch.reshape(*stoch.shape[:-2], -1)], -1)
-
     def token(self, stoch: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """u = tok(z, a): (..., S, C) one-hot and (..., A) action -> (..., D); actions scaled into [-1, 1]."""
-        action = action / torch.clamp(action.detach().abs(), min=1.0)
-        return self.token_out(self.token_in(torch.cat([stoch.flatten(-2), action], -1)))
-
-    def _stoch_logits(self, hidden: torch.Tensor, out: nn.Module) -> torch.Tensor:
-        logits = out(hidden).reshape(*hidden.shape[:-1], self.stoch, self.classes)
-        return unimix_logits(logits.float(), self.unimix)
+        return self.token_out(self.token_in(torch.cat([stoch.flatten(-2), self.scale_action(action)], -1)))
 
     def prior_logits(self, deter: torch.Tensor) -> torch.Tensor:
-        return self._stoch_logits(self.prior_net(deter), self.prior_out)
+        return self.latent_logits(self.prior_out(self.prior_net(deter)))
 
     def post_logits(self, embed: torch.Tensor) -> torch.Tensor:
-        return self._stoch_logits(self.post_in(embed), self.post_out)
+        return self.latent_logits(self.post_out(self.post_in(embed)))
 
     def _mask(self, episode: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """(B, T, K + T) attention mask for T new positions after the K cached slots.
@@ -285,11 +280,6 @@ class TransformerSSM(nn.Module):
         deter = deter[:, 0]
         stoch, classes = sample_onehot_index(self.prior_logits(deter))
         return {"deter": deter, "stoch": stoch, "classes": classes, **self._next_cache(state, slots, episode)}
-
-    def obs_step(self, state: State, prev_action: torch.Tensor, embed: torch.Tensor, is_first: torch.Tensor) -> State:
-        """One filtering step for acting in the environment: (B, ...) tensors, no time axis."""
-        _, _, last = self.observe(embed[:, None], prev_action[:, None], is_first[:, None], state)
-        return last
 
     def starts(self, post: State, state: State) -> State:
         """Imagination start states (B * T, ...) from `observe`'s posterior and the state it started from.

@@ -10,6 +10,7 @@ An objective is an nn.Module (worldmodels/objectives/base.py) with:
     scales                         {loss name: scale} of the loss terms it adds
     decoder                        an ObsDecoder, or None (the imagination report then scores embeddings, not pixels)
     encoder_input(batch) -> batch  what the encoder sees during training (masked inputs; otherwise the batch)
+    check_options(spec)            one-line ValueError for an option it cannot take (config validation, constructor)
     loss(batch, embed, post, prior_logits, feat, dynamics) -> {name: (B, T) per-step loss}
     update_targets(keep)           after each optimiser step, where `keep` (a device bool) says it was taken (selfpred)
     embedding_error(feat, obs, encoder) -> (B, T)
@@ -21,9 +22,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from worldmodels.models.options import load_class
 from worldmodels.objectives.base import Objective
 
-OBJECTIVES = ("recon", "masked", "contrastive", "selfpred")
+# The objectives by `objective.name`, imported on first use.
+OBJECTIVES = {
+    "recon": "worldmodels.objectives.recon:Reconstruction",
+    "masked": "worldmodels.objectives.masked:MaskedReconstruction",
+    "contrastive": "worldmodels.objectives.contrastive:Contrastive",
+    "selfpred": "worldmodels.objectives.selfpred:SelfPrediction",
+}
+
+
+def objective_class(name: str) -> type[Objective]:
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective={name!r} is unknown: expected one of {', '.join(OBJECTIVES)}")
+    return load_class("objective.name", OBJECTIVES[name])
 
 
 def make_objective(spec: dict[str, Any], *, obs_shapes: dict[str, tuple[int, ...]], encoder, feat_dim: int, units: int,
@@ -33,54 +47,19 @@ def make_objective(spec: dict[str, Any], *, obs_shapes: dict[str, tuple[int, ...
     `encoder`: the world model's encoder (selfpred copies it into its slow target); `dec_scale`: the scale of the
     reconstruction loss (agent.loss_scales.dec); the decoder-free objectives take theirs from `spec["scale"]`."""
     name = spec.get("name", "recon")
+    cls = objective_class(name)
     if name == "recon":
-        from worldmodels.objectives.recon import Reconstruction
-
-        return Reconstruction(feat_dim, obs_shapes, units, dec_layers, depth, dec_scale)
+        return cls(feat_dim, obs_shapes, units, dec_layers, depth, dec_scale)
     if name == "masked":
-        from worldmodels.objectives.masked import MaskedReconstruction
-
-        return MaskedReconstruction(feat_dim, obs_shapes, units, dec_layers, depth, dec_scale,
-                                    ratio=spec["ratio"], patch=spec["patch"], vector_ratio=spec["vector_ratio"])
+        return cls(feat_dim, obs_shapes, units, dec_layers, depth, dec_scale,
+                   ratio=spec["ratio"], patch=spec["patch"], vector_ratio=spec["vector_ratio"])
     if name == "contrastive":
-        from worldmodels.objectives.contrastive import Contrastive
-
-        return Contrastive(feat_dim, encoder.out_dim, dim=spec["dim"], temperature=spec["temperature"], scale=spec["scale"])
-    if name == "selfpred":
-        from worldmodels.objectives.selfpred import SelfPrediction
-
-        return SelfPrediction(feat_dim, encoder, units=units, steps=spec["steps"], distance=spec["distance"],
-                              ema=spec["ema"], scale=spec["scale"])
-    raise ValueError(f"objective={name!r} is unknown: expected one of {', '.join(OBJECTIVES)}")
+        return cls(feat_dim, encoder.out_dim, dim=spec["dim"], temperature=spec["temperature"], scale=spec["scale"])
+    return cls(feat_dim, encoder, units=units, steps=spec["steps"], distance=spec["distance"], ema=spec["ema"],  # selfpred
+               scale=spec["scale"])
 
 
 def check_options(spec: dict[str, Any]) -> None:
-    """Raise a one-line ValueError for an option the objective cannot take ("objective.<key>=... is invalid: ...")."""
-    name = spec.get("name")
-    if name not in OBJECTIVES:
-        raise ValueError(f"objective={name!r} is unknown: expected one of {', '.join(OBJECTIVES)}")
-
-    def number(key: str, low: float, high: float | None = None, integer: bool = False, strict: bool = False) -> None:
-        value = spec.get(key)
-        ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
-        ok = ok and (value > low if strict else value >= low) and (high is None or value <= high)
-        if not ok:
-            kind = "an integer" if integer else "a number"
-            bound = f"> {low}" if strict else f">= {low}"
-            bound += f" and <= {high}" if high is not None else ""
-            raise ValueError(f"objective.{key}={value!r} is invalid: expected {kind} {bound}")
-
-    if name == "masked":
-        number("ratio", 0.0, 1.0)
-        number("vector_ratio", 0.0, 1.0)
-        number("patch", 1, integer=True)
-    if name == "contrastive":
-        number("dim", 1, integer=True)
-        number("temperature", 0.0, strict=True)
-    if name == "selfpred":
-        number("steps", 1, integer=True)
-        number("ema", 0.0, 1.0, strict=True)
-        if spec.get("distance") not in ("cosine", "mse"):
-            raise ValueError(f"objective.distance={spec.get('distance')!r} is invalid: expected cosine or mse")
-    if name in ("contrastive", "selfpred"):
-        number("scale", 0.0)
+    """Raise a one-line ValueError for an option the objective cannot take ("objective.<key>=... is invalid: ..."):
+    the objective class's own rules (Objective.check_options), which its constructor applies too."""
+    objective_class(spec.get("name")).check_options(spec)

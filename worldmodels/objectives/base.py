@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -15,6 +18,11 @@ class Objective(nn.Module):
         super().__init__()
         self.scales: dict[str, float] = {}
         self.decoder: nn.Module | None = None  # an instance attribute: a subclass's decoder module replaces it
+
+    @classmethod
+    def check_options(cls, spec: Mapping[str, Any]) -> None:
+        """Raise a one-line ValueError (worldmodels/models/options.py) for an option value the objective cannot take;
+        `spec`: the `objective=` config. The config validation calls this, and the constructor with its arguments."""
 
     def encoder_input(self, batch: Batch) -> Batch:
         """What the encoder sees during training: the batch as it is."""

@@ -13,12 +13,15 @@ losses). tau is learned as log(1 / tau), started at `temperature` and kept >= 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from worldmodels.models.nets import Linear
+from worldmodels.models.options import integer, number
 from worldmodels.objectives.base import Batch, Objective, cosine_distance
 
 MAX_INVERSE_TEMPERATURE = 100.0
@@ -35,10 +38,17 @@ class Contrastive(Objective):
 
     def __init__(self, feat_dim: int, embed_dim: int, dim: int = 64, temperature: float = 0.1, scale: float = 1.0):
         super().__init__()
+        self.check_options({"dim": dim, "temperature": temperature, "scale": scale})
         self.query = Linear(feat_dim, dim)
         self.key = Linear(embed_dim, dim)
         self.log_inverse_temperature = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
         self.scales = {"contrastive": float(scale)}
+
+    @classmethod
+    def check_options(cls, spec: Mapping[str, Any]) -> None:
+        integer("objective.dim", spec.get("dim"), 1)
+        number("objective.temperature", spec.get("temperature"), 0.0, strict=True)
+        number("objective.scale", spec.get("scale"), 0.0)
 
     def inverse_temperature(self) -> torch.Tensor:
         return self.log_inverse_temperature.exp().clamp(max=MAX_INVERSE_TEMPERATURE)

@@ -9,9 +9,13 @@ masking is a corruption of the training input only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from worldmodels.models.heads import split_keys
+from worldmodels.models.options import integer, invalid, number
 from worldmodels.objectives.base import Batch
 from worldmodels.objectives.recon import Reconstruction
 
@@ -29,12 +33,19 @@ class MaskedReconstruction(Reconstruction):
 
     def __init__(self, feat_dim: int, obs_shapes: dict[str, tuple[int, ...]], units: int, layers: int, depth: int,
                  scale: float = 1.0, *, ratio: float = 0.5, patch: int = 8, vector_ratio: float = 0.25):
+        self.check_options({"ratio": ratio, "patch": patch, "vector_ratio": vector_ratio})
         super().__init__(feat_dim, obs_shapes, units, layers, depth, scale)
         self.vectors, self.images = split_keys(obs_shapes)
         for key, (height, width, _) in self.images.items():
             if height % patch or width % patch:
-                raise ValueError(f"objective.patch={patch} is invalid: it must divide the {height}x{width} image {key!r}")
+                raise invalid("objective.patch", patch, f"it must divide the {height}x{width} image {key!r}")
         self.ratio, self.patch, self.vector_ratio = float(ratio), int(patch), float(vector_ratio)
+
+    @classmethod
+    def check_options(cls, spec: Mapping[str, Any]) -> None:
+        number("objective.ratio", spec.get("ratio"), 0.0, 1.0)
+        number("objective.vector_ratio", spec.get("vector_ratio"), 0.0, 1.0)
+        integer("objective.patch", spec.get("patch"), 1)
 
     def encoder_input(self, batch: Batch) -> Batch:
         out = dict(batch)

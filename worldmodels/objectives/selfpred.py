@@ -19,12 +19,15 @@ keeps the objective one parallel pass with either backend. No decoder.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from worldmodels.models.distributions import sample_onehot
 from worldmodels.models.nets import MLP, Linear
+from worldmodels.models.options import choice, integer, number
 from worldmodels.objectives.base import Batch, Objective, cosine_distance
 
 
@@ -51,11 +54,12 @@ def future_valid(is_first: torch.Tensor, steps: int) -> torch.Tensor:
 class SelfPrediction(Objective):
     """`selfpred`: the per-step prediction loss above."""
 
+    DISTANCES = ("cosine", "mse")
+
     def __init__(self, feat_dim: int, encoder: nn.Module, units: int, steps: int = 1, distance: str = "cosine",
                  ema: float = 0.01, scale: float = 1.0):
         super().__init__()
-        if distance not in ("cosine", "mse"):
-            raise ValueError(f"objective.distance={distance!r} is invalid: expected cosine or mse")
+        self.check_options({"steps": steps, "distance": distance, "ema": ema, "scale": scale})
         self.steps, self.distance, self.ema = int(steps), distance, float(ema)
         self.embed_dim = encoder.out_dim
         self.projector = MLP(feat_dim, units, 1)
@@ -63,6 +67,13 @@ class SelfPrediction(Objective):
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self._online = [encoder]  # a plain list: the encoder belongs to the world model, not to this module
         self.scales = {"selfpred": float(scale)}
+
+    @classmethod
+    def check_options(cls, spec: Mapping[str, Any]) -> None:
+        integer("objective.steps", spec.get("steps"), 1)
+        number("objective.ema", spec.get("ema"), 0.0, 1.0, strict=True)
+        choice("objective.distance", spec.get("distance"), cls.DISTANCES)
+        number("objective.scale", spec.get("scale"), 0.0)
 
     def predict(self, feat: torch.Tensor) -> torch.Tensor:
         """(..., F) prior features -> (..., K, E) predicted target embeddings, one per k."""

@@ -1,4 +1,8 @@
-"""Validation of the composed config, before anything is built: one clear line naming the key."""
+"""Validation of the composed config, before anything is built: one clear line naming the key.
+
+The rules are those of worldmodels/models/options.py, each written once: the options of a dynamics backend are
+checked by the backend's class, those of an objective by the objective's, as their constructors check them.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from worldmodels.models.options import INF, choice, flag, integer, invalid, number
 from worldmodels.runtime.errors import UserError
 
 KNOWN_SUITES = ("gym", "dummy", "dmc")  # built in; installed packages may add more (envs.suite_names)
@@ -19,25 +24,15 @@ def _get(cfg: DictConfig, key: str) -> Any:
 
 
 def _int(cfg: DictConfig, key: str, low: int = 1) -> None:
-    value = _get(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UserError(f"config value {key}={value!r} is invalid: expected an integer >= {low}")
+    integer(key, _get(cfg, key), low)
 
 
-def _float(cfg: DictConfig, key: str, low: float = 0.0, high: float = float("inf"), strict_low: bool = False) -> None:
-    value = _get(cfg, key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        ok = (value > low if strict_low else value >= low) and value <= high
-    if not ok:
-        bound = f"{'>' if strict_low else '>='} {low}" + (f" and <= {high}" if high != float("inf") else "")
-        raise UserError(f"config value {key}={value!r} is invalid: expected a number {bound}")
+def _float(cfg: DictConfig, key: str, low: float = 0.0, high: float = INF, strict_low: bool = False) -> None:
+    number(key, _get(cfg, key), low, high, strict_low)
 
 
 def _choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> None:
-    value = _get(cfg, key)
-    if value not in choices:
-        raise UserError(f"config value {key}={value!r} is invalid: expected one of {', '.join(choices)}")
+    choice(key, _get(cfg, key), choices)
 
 
 def _suites() -> tuple[str, ...]:
@@ -48,14 +43,21 @@ def _suites() -> tuple[str, ...]:
 
 
 def validate(cfg: DictConfig, training: bool = True) -> None:
-    """Raise UserError for the first invalid value found."""
+    """Raise UserError for the first invalid value found: `config value <key>=<value> is invalid: <why>`."""
+    try:
+        _validate(cfg, training)
+    except ValueError as e:  # a rule's one line (worldmodels/models/options.py)
+        raise UserError(f"config value {e}") from None
+
+
+def _validate(cfg: DictConfig, training: bool) -> None:
     _int(cfg, "seed", 0)
     device = _get(cfg, "device")
     if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda") or device == "mps"):
-        raise UserError(f"config value device={device!r} is invalid: expected cpu, cuda, cuda:N or mps")
+        raise invalid("device", device, "expected cpu, cuda, cuda:N or mps")
     _choice(cfg, "env.suite", _suites())
     if not isinstance(_get(cfg, "env.id"), str):
-        raise UserError(f"config value env.id={_get(cfg, 'env.id')!r} is invalid: expected a task name")
+        raise invalid("env.id", _get(cfg, "env.id"), "expected a task name")
     _int(cfg, "env.action_repeat", 1)
     _int(cfg, "env.time_limit", 0)
     if "num_envs" in cfg.env:  # configs saved before it existed have one env
@@ -68,8 +70,6 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
     _validate_objective(cfg)
     for key in ("enc_layers", "dec_layers", "head_layers", "actor_layers", "critic_layers"):
         _int(cfg, f"model.{key}", 0)
-    if cfg.model.deter % cfg.model.blocks:
-        raise UserError(f"config value model.deter={cfg.model.deter} is invalid: must be divisible by model.blocks={cfg.model.blocks}")
     _float(cfg, "agent.horizon", 1.0, strict_low=True)
     _int(cfg, "agent.imag_length", 1)
     _float(cfg, "agent.lam", 0.0, 1.0)
@@ -77,7 +77,7 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
     _float(cfg, "agent.unimix", 0.0, 1.0)
     bins = _get(cfg, "agent.bins")
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 3 or bins % 2 == 0:
-        raise UserError(f"config value agent.bins={bins!r} is invalid: expected an odd integer >= 3")
+        raise invalid("agent.bins", bins, "expected an odd integer >= 3")
     for key in ("actent", "slowreg"):
         _float(cfg, f"agent.{key}", 0.0)
     for key in ("slow_rate", "retnorm_rate"):
@@ -107,8 +107,7 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
         _int(cfg, "replay.chunk", 1)
         _int(cfg, "replay.context", 0)
         for key in ("run.keep_memory", "run.onednn", "run.defer_grads", "replay.persist", "replay.online"):
-            if not isinstance(_get(cfg, key), bool):
-                raise UserError(f"config value {key}={_get(cfg, key)!r} is invalid: expected true or false")
+            flag(key, _get(cfg, key))
         _choice(cfg, "run.eval_mode", ("mode", "sample"))
         compile_mode = _get(cfg, "run.compile")
         if not isinstance(compile_mode, bool):  # true / false: the switch before 0.5 (steps / none)
@@ -126,27 +125,17 @@ def validate(cfg: DictConfig, training: bool = True) -> None:
         if cfg.replay.capacity < window * copies:
             bound = (f"{copies} x (batch.length + replay.context) = {window * copies}" if copies > 1
                      else f"batch.length + replay.context = {window}")
-            raise UserError(f"config value replay.capacity={cfg.replay.capacity} is invalid: must be >= {bound}")
+            raise invalid("replay.capacity", cfg.replay.capacity, f"must be >= {bound}")
     else:
         _int(cfg, "episodes", 1)
 
 
 def _validate_dynamics(cfg: DictConfig) -> None:
-    if "dynamics" not in cfg:  # the config of a checkpoint before 0.3: an RSSM run
-        return
-    from worldmodels.dynamics import BACKENDS
+    """The backend's own rules (Dynamics.check_options), on its options and the size preset."""
+    from worldmodels.dynamics import dynamics_class
 
-    _choice(cfg, "dynamics.name", BACKENDS)
-    if cfg.dynamics.name == "transformer":
-        from worldmodels.dynamics.transformer import check_options
-
-        for key in ("d_model", "layers", "heads", "context"):
-            _int(cfg, f"dynamics.{key}", 1)
-        d = cfg.dynamics
-        try:
-            check_options(d.d_model, d.layers, d.heads, d.context)
-        except ValueError as e:
-            raise UserError(f"config value {e}") from None
+    spec = _plain(cfg.dynamics) if "dynamics" in cfg else {"name": CHOICES["dynamics"][0]}  # before 0.3: an RSSM run
+    dynamics_class(spec).check_options(spec, _plain(cfg.model))
 
 
 def _validate_objective(cfg: DictConfig) -> None:
@@ -154,10 +143,7 @@ def _validate_objective(cfg: DictConfig) -> None:
         return
     from worldmodels.objectives import check_options
 
-    try:
-        check_options(OmegaConf.to_container(cfg.objective, resolve=True))
-    except ValueError as e:
-        raise UserError(f"config value {e}") from None
+    check_options(_plain(cfg.objective))
 
 
 # Settings a resumed run must share with the run it continues: they shape the networks, the

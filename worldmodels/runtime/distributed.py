@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -176,28 +174,22 @@ def all_min(values: Sequence[float], device: torch.device | str = "cpu") -> list
     return tensor.tolist()
 
 
+class Agreement(NamedTuple):
+    """What every rank acts on in one loop iteration under torchrun (the lockstep)."""
+
+    step: int = 0  # the fewest env steps any rank has taken: the run ends when every rank has taken run.steps
+    stored: int = 0  # the fewest items any rank has stored: every rank owes the same updates at the train ratio
+    ready: bool = False  # every rank's replay can give a batch
+    save: bool = False  # rank 0 asks for a checkpoint: every rank saves in this iteration
+    stop: bool = False  # a signal reached some rank: every rank saves and stops
+
+
+def agree(step: int, stored: int, ready: bool, save: bool, stop: bool, device: torch.device | str = "cpu") -> Agreement:
+    """One all-reduce that gives every rank the same Agreement (only rank 0 should pass `save`)."""
+    low = all_min([step, stored, ready, -save, -stop], device)
+    return Agreement(int(low[0]), int(low[1]), low[2] > 0, low[3] < 0, low[4] < 0)
+
+
 def barrier(device: torch.device | str = "cpu") -> None:
     """Wait until every rank gets here (an all-reduce, so it works alike on gloo and NCCL)."""
     all_min([0.0], device)
-
-
-@contextlib.contextmanager
-def stop_on_signals(request: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM set `request` instead of raising where the process happens to be.
-
-    Alone, a signal raises KeyboardInterrupt and the run saves at once; under torchrun the ranks must save
-    together, so each rank notes the signal and the trainer's next all-reduce tells every rank to save and
-    stop at the same loop iteration (torchrun forwards a SIGTERM it gets to every rank, and gives them 30 s)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def note(signum, frame):
-        request.set()
-
-    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -21,6 +21,7 @@ from worldmodels.cpu.matmul import onednn_enabled, set_onednn
 from worldmodels.envs.load import FACTORIES
 from worldmodels.replay.buffer import Replay, ReplayStreams
 from worldmodels.replay.buffer import make_replay as build_replay
+from worldmodels.runtime.driver import Driver, VectorDriver
 from worldmodels.runtime.errors import UserError, exit_with
 from worldmodels.strategies.compile import Updater
 from worldmodels.strategies.compile import resolve as resolve_compile
@@ -193,6 +194,24 @@ def compile_mode(cfg: DictConfig) -> str:
 def make_updater(cfg: DictConfig, agent: Agent) -> Updater:
     """How the run's updates execute (`run.compile`)."""
     return Updater(agent, compile_mode(cfg))
+
+
+def make_drivers(
+    cfg: DictConfig, agent: Agent, env: gym.vector.VectorEnv, eval_env: gym.Env | gym.vector.VectorEnv,
+    make: Callable[[DictConfig, int], Any] = make_env, on_failure: Callable[[int], None] | None = None,
+) -> tuple[VectorDriver, Driver | VectorDriver]:
+    """The training driver (sampled actions; a failed env is rebuilt with fresh seeds, `on_failure(env index)` told)
+    and the evaluation driver (`run.eval_mode` actions)."""
+    repeat, limit = cfg.env.action_repeat, cfg.run.max_env_failures
+    driver = VectorDriver(
+        env, agent, "sample", repeat, max_failures=limit, on_failure=on_failure,
+        recreate=lambda: make_vector_env(cfg.env, cfg.seed + 1000 + driver.failures, limit, make),
+    )
+    eval_driver = (VectorDriver if isinstance(eval_env, gym.vector.VectorEnv) else Driver)(
+        eval_env, agent, cfg.run.eval_mode, repeat, max_failures=limit,
+        recreate=lambda: make(cfg.env, cfg.seed + 20_000 + eval_driver.failures),
+    )
+    return driver, eval_driver
 
 
 def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:

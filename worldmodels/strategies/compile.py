@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from worldmodels.models.nets import NormAct, compiled_rms_silu
+from worldmodels.models.options import choice
 
 COMPILE_MODES = ("auto", "none", "steps", "update")
 # Before 0.5 run.compile was a switch: true compiled the steps.
@@ -29,9 +30,7 @@ LEGACY_MODES = {True: "steps", False: "none"}
 
 def resolve(mode: str | bool, device: torch.device | str) -> str:
     """The mode `mode` stands for on `device` (`auto`: see the module docstring; true and false: their old meaning)."""
-    mode = LEGACY_MODES.get(mode, mode) if isinstance(mode, bool) else mode
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"run.compile={mode!r} is invalid: expected one of {', '.join(COMPILE_MODES)}")
+    mode = choice("run.compile", LEGACY_MODES.get(mode, mode) if isinstance(mode, bool) else mode, COMPILE_MODES)
     if mode != "auto":
         return mode
     return "update" if torch.device(device).type == "cuda" else "steps"
@@ -43,9 +42,7 @@ def compile_steps(agent: Any) -> None:
     Only the step bodies are compiled, so the Python loops over time stay short to trace and the same code runs
     eagerly when compile is off. The heads outside those steps (critic, reward, continue on 16 x 1024 imagined
     states) get their norm and activation fused. Compiling takes tens of seconds at start-up."""
-    compile_dynamics = getattr(agent.wm.dynamics, "compile_steps", None)
-    if compile_dynamics is not None:  # the RSSM's observe loop step (the Transformer filters in one pass)
-        compile_dynamics()
+    agent.wm.dynamics.compile_steps()  # the RSSM's observe loop step (the Transformer filters in one pass: nothing)
     agent._imagine_step = torch.compile(agent._imagine_step, dynamic=False)
     for module in agent.modules():
         if isinstance(module, NormAct):

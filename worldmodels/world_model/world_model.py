@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from worldmodels.dynamics import make_dynamics
-from worldmodels.dynamics.rssm import State
+from worldmodels.dynamics.base import State
 from worldmodels.models.distributions import kl_categorical
 from worldmodels.models.heads import BinaryHead, ObsEncoder, TwoHotHead
 from worldmodels.objectives import make_objective
@@ -52,7 +52,7 @@ class WorldModel(nn.Module):
         self.free_bits = free_bits
         self.encoder = ObsEncoder(obs_shapes, units, enc_layers, depth)
         widths = {"deter": deter, "hidden": hidden, "stoch": stoch, "classes": classes, "blocks": blocks}
-        # The latent dynamics, RSSM or Transformer (worldmodels/dynamics); nothing else here knows which.
+        # The latent dynamics, RSSM, Transformer or another backend (worldmodels/dynamics); nothing else here knows which.
         self.dynamics = make_dynamics(dynamics or {"name": "rssm"}, self.encoder.out_dim, action_dim, widths, unimix)
         feat = self.dynamics.feat_dim
         # What the representation learns from (worldmodels/objectives): reconstruction, masked, contrastive, selfpred.
