@@ -1,5 +1,5 @@
 """A third latent dynamics backend, written the way a user adds one: this file and a YAML that names it
-(`backend: plugin_dynamics:MeanDynamics`), nothing changed in the package. For tests/test_dynamics_plugin.py.
+(`backend: tests.plugin_dynamics:MeanDynamics`), nothing changed in the package. For tests/dynamics/test_dynamics_plugin.py.
 
 MeanDynamics: h is the running mean of the episode's tokens, u_t = tok(z_{t-1}, a_{t-1}):
 

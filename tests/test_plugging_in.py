@@ -4,6 +4,7 @@ broken envs; the worked example robot too (fast, CPU-only; registries, modules a
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import json
 import os
@@ -39,7 +40,7 @@ except ImportError:  # the example robot's test is skipped
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-MODULE = "plugin_envs"
+MODULE = "tests.plugin_envs"
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def plugin():
     the next import registers it again and the registry is as it was."""
     before = set(gymnasium.registry)
     sys.modules.pop(MODULE, None)
-    module = __import__(MODULE)
+    module = importlib.import_module(MODULE)
     yield module
     sys.modules.pop(MODULE, None)
     for env_id in set(gymnasium.registry) - before:
@@ -112,9 +113,9 @@ def test_cli_config_reaches_the_env(plugin):
     [
         (["env.entry_point=no_such_module_xyz:Env"], r"^env: cannot import 'no_such_module_xyz' .*no module named 'no_such_module_xyz'"),
         ([f"env.entry_point={MODULE}:Missing"], rf"^env: entry point '{MODULE}:Missing': module '{MODULE}' has no attribute 'Missing'"),
-        ([f"env.entry_point={MODULE}:not_an_env"], r"^env: 'plugin_envs:not_an_env' built a builtins.object, not a gymnasium.Env"),
-        ([f"env.entry_point={MODULE}:Arm", "env.kwargs={colour:red}"], r"^env: plugin_envs:Arm: .*unexpected keyword argument 'colour'"),
-        ([f"env.id={MODULE}:Nothing-v0"], r"^env: 'plugin_envs:Nothing-v0': importing 'plugin_envs' registered no Gymnasium id"),
+        ([f"env.entry_point={MODULE}:not_an_env"], r"^env: 'tests.plugin_envs:not_an_env' built a builtins.object, not a gymnasium.Env"),
+        ([f"env.entry_point={MODULE}:Arm", "env.kwargs={colour:red}"], r"^env: tests.plugin_envs:Arm: .*unexpected keyword argument 'colour'"),
+        ([f"env.id={MODULE}:Nothing-v0"], r"^env: 'tests.plugin_envs:Nothing-v0': importing 'tests.plugin_envs' registered no Gymnasium id"),
         ([f"env.entry_point={MODULE}:TextObservation"], r"^env: observation 'instruction' Text\(.*\) is not supported"),
         ([f"env.entry_point={MODULE}:UnboundedAction"], r"^env: action Box\(-inf, inf, \(2,\), float32\) is not supported"),
         (["env.id=Foo-v0"], r"^env: unknown Gymnasium environment id 'Foo-v0'"),
@@ -144,7 +145,7 @@ def test_runs_saved_before_the_new_env_options_still_resume():
 
 @pytest.fixture
 def fake_suite(plugin, monkeypatch):
-    """An installed package's entry point `fake_suite = plugin_envs:make_suite` (and a broken one); the config nodes
+    """An installed package's entry point `fake_suite = tests.plugin_envs:make_suite` (and a broken one); the config nodes
     register_env_suites adds are removed afterwards."""
     group = envs.ENTRY_POINT_GROUP
     installed = importlib.metadata.EntryPoints([
@@ -265,9 +266,9 @@ def test_check_render_size_and_exclusion(plugin):
 def test_check_passes_a_good_batched_env(capsys, autoreset):
     """An env that is already batched (envtools.PointMass, torch tensors), in each autoreset mode, driven as VectorDriver
     drives it: random actions as torch tensors, ended envs reset with reset_mask (Disabled), final_obs read (SameStep)."""
-    assert main(["envtools:PointMass", f"autoreset={autoreset}", "image=true", "--steps", "30"]) == 0
+    assert main(["tests.envtools:PointMass", f"autoreset={autoreset}", "image=true", "--steps", "30"]) == 0
     assert capsys.readouterr().out == (
-        f"envtools:PointMass: ok (batched: 3 envs, autoreset {autoreset}; observation keys: body (2,) float32, env (1,) "
+        f"tests.envtools:PointMass: ok (batched: 3 envs, autoreset {autoreset}; observation keys: body (2,) float32, env (1,) "
         "float32, image (8, 8, 3) uint8; action: Box(-1.0, 1.0, (1,), float32))\n")
     # NumPy copies of a single env (envs.vector.make_vector, as env.num_envs builds them) pass too
     from worldmodels.envs.vector import make_vector
@@ -285,15 +286,15 @@ def test_check_passes_a_good_batched_env(capsys, autoreset):
     ],
 )
 def test_check_names_the_problem_of_a_batched_env(capsys, name, problem):
-    assert main([f"envtools:{name}", "--steps", "30"]) == 1
+    assert main([f"tests.envtools:{name}", "--steps", "30"]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith(f"envtools:{name}: ") and re.search(problem, lines[0]), lines[0]
+    assert lines[0].startswith(f"tests.envtools:{name}: ") and re.search(problem, lines[0]), lines[0]
 
 
 def test_check_program_exit_status(plugin):
     """`python -m worldmodels.envs.check` itself: one line per problem, status 1; status 0 when it passes."""
-    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)])}
+    environ = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def check(*args: str) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "worldmodels.envs.check", *args]

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tbtools import tb_images
 from worldmodels.evaluate import main as evaluate_main
 from worldmodels.runtime.checkpoint import load_checkpoint
 from worldmodels.train import main as train_main
-
-from tbtools import tb_images
 
 ROOT = Path(__file__).resolve().parents[1]
 

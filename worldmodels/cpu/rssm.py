@@ -11,7 +11,7 @@ in another order), so a checkpoint moves freely between `RSSM` and `CpuRSSM`. Wh
   per update, where the product is big enough to pay (matmul.MIN_MACS);
 - one-hot gathers (onehot_feat.py): in imagination the stoch input layer gathers the weight columns of
   the sampled classes instead of multiplying by a one-hot vector.
-`tests/test_rssm_cpu.py` checks that samples, losses and gradients equal the plain RSSM's.
+`tests/cpu/test_rssm_cpu.py` checks that samples, losses and gradients equal the plain RSSM's.
 """
 
 from __future__ import annotations

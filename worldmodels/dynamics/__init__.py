@@ -22,7 +22,7 @@ carry more (the Transformer's key/value cache).
 Backends are found by name: `dynamics.name` in BACKENDS, or any `Dynamics` subclass that the config names with
 `dynamics.backend: package.module:Class`. So a third backend is one file (the class) and one YAML
 (worldmodels/configs/dynamics/<name>.yaml, or a folder on `hydra.searchpath`) holding its name, its backend and its
-options; tests/test_dynamics_plugin.py adds one that way.
+options; tests/dynamics/test_dynamics_plugin.py adds one that way.
 """
 
 from __future__ import annotations

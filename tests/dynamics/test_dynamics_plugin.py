@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 import worldmodels
+from tests import plugin_dynamics
+from tests.tiny import TINY_AGENT, TINY_MODEL, make_batch
 from worldmodels.agent.agent import Agent
 from worldmodels.dynamics import make_dynamics
 from worldmodels.dynamics.base import Dynamics
@@ -24,10 +26,7 @@ from worldmodels.runtime.config import validate
 from worldmodels.runtime.errors import UserError
 from worldmodels.runtime.setup import CONFIG_DIR
 
-import plugin_dynamics
-from tiny import TINY_AGENT, TINY_MODEL, make_batch
-
-MEAN = {"name": "mean", "backend": "plugin_dynamics:MeanDynamics", "width": 12}
+MEAN = {"name": "mean", "backend": "tests.plugin_dynamics:MeanDynamics", "width": 12}
 SPECS = {"rssm": {"name": "rssm"}, "transformer": {"name": "transformer", "d_model": 16, "layers": 2, "heads": 2, "context": 3},
          "mean": MEAN}
 E, A = 5, 2  # embed and action widths
@@ -130,7 +129,7 @@ def yaml_folder(tmp_path: Path) -> Path:
     (folder / "dynamics").mkdir(parents=True)
     (folder / "dynamics" / "mean.yaml").write_text(
         "# A running mean of the episode's tokens (tests/plugin_dynamics.py)\nname: mean\n"
-        "backend: plugin_dynamics:MeanDynamics\nwidth: 12\n"
+        "backend: tests.plugin_dynamics:MeanDynamics\nwidth: 12\n"
     )
     return folder
 
@@ -168,8 +167,8 @@ def config(tmp_path: Path, *overrides: str):
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["dynamics=mean", "dynamics.width=0"], "dynamics.width=0 is invalid: expected an integer >= 1"),
-    (["dynamics=mean", "dynamics.backend=plugin_dynamics:Nothing"],
-     "dynamics.backend='plugin_dynamics:Nothing' is invalid: cannot import it (module 'plugin_dynamics' has no attribute 'Nothing')"),
+    (["dynamics=mean", "dynamics.backend=tests.plugin_dynamics:Nothing"],
+     "dynamics.backend='tests.plugin_dynamics:Nothing' is invalid: cannot import it (module 'tests.plugin_dynamics' has no attribute 'Nothing')"),
     (["dynamics=mean", "dynamics.backend=plugin_dynamics"], "dynamics.backend='plugin_dynamics' is invalid: expected package.module:Class"),
     (["dynamics=mean", "dynamics.backend=torch.nn:Linear"],
      "dynamics.backend='torch.nn:Linear' is invalid: not a subclass of worldmodels.dynamics.base.Dynamics"),

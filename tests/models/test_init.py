@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tiny import TINY_AGENT
 from worldmodels.agent.agent import Agent
-
-from tiny import TINY_AGENT
 
 SIZE1M = {"deter": 512, "hidden": 64, "stoch": 32, "classes": 4, "blocks": 8, "units": 64, "depth": 4,
           "enc_layers": 3, "dec_layers": 3, "head_layers": 1, "actor_layers": 3, "critic_layers": 3}

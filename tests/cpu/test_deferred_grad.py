@@ -3,11 +3,10 @@
 import pytest
 import torch
 
+from tests.tiny import assert_same_gradients, observe_loss
 from worldmodels.cpu.deferred_grad import deferred_slots
 from worldmodels.cpu.rssm import DEFERRED, CpuRSSM
 from worldmodels.dynamics.rssm import RSSM
-
-from tiny import assert_same_gradients, observe_loss
 
 
 def _recurrence(weight: torch.Tensor, xs: torch.Tensor, deferred: bool, block: bool) -> torch.Tensor:

@@ -38,9 +38,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tiny import TINY_AGENT, TINY_MODEL
 from worldmodels.agent.agent import Agent
-
-from tiny import TINY_AGENT, TINY_MODEL
 
 OBS = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (3,), np.float32)})
 AGENT = {**TINY_AGENT, "imag_length": 5}  # the debug preset's imagination horizon

@@ -82,9 +82,8 @@ def test_replay_context_stores_acting_latents_and_writes_back_trained_ones(tmp_p
 def test_context_latent_starts_the_window_unless_it_begins_an_episode():
     import gymnasium as gym
 
+    from tests.tiny import TINY_AGENT, TINY_MODEL
     from worldmodels.agent.agent import Agent
-
-    from tiny import TINY_AGENT, TINY_MODEL
 
     with torch.random.fork_rng():
         torch.manual_seed(0)

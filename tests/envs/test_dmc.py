@@ -20,10 +20,9 @@ import dm_env  # dm_control's own dependency
 from dm_control import suite
 from dm_control.mujoco import engine
 
+from tests.envtools import assert_same_trace, rollout
 from worldmodels import envs
 from worldmodels.envs.dmc import KeptCameras, episode_flags, make_dmc, split_task
-
-from envtools import assert_same_trace, rollout
 
 
 @pytest.fixture

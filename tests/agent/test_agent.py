@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tiny import TINY_AGENT, TINY_MODEL, make_batch
 from worldmodels.agent.agent import Agent
 from worldmodels.strategies.compile import compile_steps
 from worldmodels.strategies.cpu import use_cpu_speedups
-
-from tiny import TINY_AGENT, TINY_MODEL, make_batch
 
 MODEL, AGENT = {**TINY_MODEL, "actor_layers": 2}, TINY_AGENT
 OBS = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (3,), np.float32)})

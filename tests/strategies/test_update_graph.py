@@ -20,14 +20,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from tests.tiny import TINY_AGENT, TINY_MODEL, make_batch
 from worldmodels.agent.agent import Agent
 from worldmodels.runtime.config import validate
 from worldmodels.runtime.errors import UserError
 from worldmodels.runtime.setup import CONFIG_DIR
 from worldmodels.strategies.compile import COMPILE_MODES, Updater, graph_breaks, resolve
 from worldmodels.strategies.cpu import use_cpu_speedups
-
-from tiny import TINY_AGENT, TINY_MODEL, make_batch
 
 OBS = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (3,), np.float32)})
 BOX = gym.spaces.Box(-1, 1, (2,), np.float32)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 import worldmodels.train as train_module
+from tests.tiny import TINY_AGENT, TINY_MODEL, make_batch
 from worldmodels.agent.agent import Agent
 from worldmodels.evaluate import evaluate
 from worldmodels.evaluate import main as evaluate_main
@@ -26,8 +27,6 @@ from worldmodels.runtime.checkpoint import load_agent_state, load_checkpoint
 from worldmodels.runtime.config import validate
 from worldmodels.runtime.errors import UserError
 from worldmodels.runtime.setup import CONFIG_DIR
-
-from tiny import TINY_AGENT, TINY_MODEL, make_batch
 
 OBS = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (3,), np.float32)})
 ACT = gym.spaces.Box(-1, 1, (2,), np.float32)

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 import worldmodels
 import worldmodels.train as train_module
+from tests.envtools import PointMass
 from worldmodels import envs
 from worldmodels.agent.agent import Agent
 from worldmodels.replay.buffer import Replay, ReplayStreams
@@ -28,8 +29,6 @@ from worldmodels.runtime.driver import VectorDriver
 from worldmodels.runtime.errors import UserError
 from worldmodels.runtime.setup import CONFIG_DIR, process_settings
 from worldmodels.train import Trainer
-
-from envtools import PointMass
 
 # A few hundred env steps of the debug model: enough for updates, replay context and an evaluation.
 TINY = ["model=debug", "run.progress=false", "run.threads=1", "run.train_start=30", "run.train_ratio=16", "batch.size=2",
@@ -295,7 +294,7 @@ def test_a_batched_env_refuses_single_env_options(tmp_path):
 
 def test_vector_driver_on_numpy_copies_records_like_the_single_driver():
     """The same seeds and actions: each copy's steps in VectorDriver are what Driver records for that env alone."""
-    from test_driver import FixedAgent
+    from tests.runtime.test_driver import FixedAgent
 
     from worldmodels.envs.vector import make_vector
     from worldmodels.runtime.driver import Driver
@@ -364,10 +363,9 @@ def test_vector_driver_records_whole_episodes_of_a_batched_env(autoreset):
 def test_a_batched_env_gets_evaluation_videos_and_an_evaluate_report(tmp_path):
     """Evaluation videos of an image key of a batched env during training, and worldmodels.evaluate on its checkpoint:
     the policy's returns over episodes of its envs and the open-loop report (no replayed_*: no simulator states)."""
+    from tests.tbtools import tb_images
     from worldmodels.envs.load import register_factory
     from worldmodels.evaluate import evaluate
-
-    from tbtools import tb_images
 
     def factory():
         return PointMass(autoreset="SameStep", image=True)

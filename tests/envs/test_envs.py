@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+from tests.envtools import assert_same_trace, rollout
 from worldmodels import envs
 from worldmodels.envs.dummy import make_dummy
 from worldmodels.envs.gym import make_gym
 from worldmodels.envs.wrappers import ActionRepeat, DictObs, NormalizeAction, TimeLimit, default_mujoco_gl
-
-from envtools import assert_same_trace, rollout
 
 # MuJoCo picks its GL backend when first imported (its EGL backend sets PYOPENGL_PLATFORM then): both at collection,
 # as test_dmc's imports do, so the pixel tests below leave the environment as they found it when this file runs alone.
@@ -315,7 +314,7 @@ def test_gym_mujoco_pixels():
 
 
 def test_gym_takes_images_and_refuses_those_the_cnn_cannot(registered):
-    """Any Gymnasium space is taken as it is (tests/test_spaces.py has every kind); an image the CNN cannot take is
+    """Any Gymnasium space is taken as it is (tests/envs/test_spaces.py has every kind); an image the CNN cannot take is
     refused in one line naming the key."""
     square = registered("WorldmodelsTestImage-v0", action_space=spaces.Discrete(2),
                         observation_space=spaces.Box(0, 255, (16, 16, 3), np.uint8))

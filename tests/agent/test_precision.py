@@ -18,13 +18,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import worldmodels.runtime.config as config_module
 import worldmodels.train as train_module
+from tests.tiny import TINY_AGENT, TINY_MODEL, make_batch
 from worldmodels.agent.agent import Agent
 from worldmodels.cpu import matmul
 from worldmodels.runtime.errors import UserError
 from worldmodels.runtime.setup import CONFIG_DIR
 from worldmodels.strategies.cpu import use_cpu_speedups
-
-from tiny import TINY_AGENT, TINY_MODEL, make_batch
 
 OBS = gym.spaces.Dict({"state": gym.spaces.Box(-1, 1, (3,), np.float32)})
 BOX = gym.spaces.Box(-1, 1, (2,), np.float32)

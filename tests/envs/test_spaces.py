@@ -11,11 +11,10 @@ import pytest
 import torch
 from gymnasium import spaces
 
+from tests.tiny import TINY_AGENT, TINY_MODEL
 from worldmodels import envs
 from worldmodels.agent.agent import Agent, action_spec, obs_shapes
 from worldmodels.envs.spaces import FlatAction, FlatObservation, UnsupportedSpace, adapt
-
-from tiny import TINY_AGENT, TINY_MODEL
 
 IMAGE = spaces.Box(0, 255, (8, 8, 3), np.uint8)
 

@@ -8,12 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.tiny import assert_same_gradients, observe_loss
 from worldmodels.cpu import matmul, packed_linear
 from worldmodels.cpu.packed_linear import available, new_handle
 from worldmodels.cpu.rssm import CpuRSSM
 from worldmodels.dynamics.rssm import RSSM
-
-from tiny import assert_same_gradients, observe_loss
 
 pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch build cannot pack oneDNN linear weights")
 
@@ -114,12 +113,11 @@ def test_updates_through_packed_weights_match_plain_layers(monkeypatch):
 
     import gymnasium as gym
     import numpy as np
-    from test_agent import MODEL, OBS, make_batch
+    from tests.agent.test_agent import MODEL, OBS, make_batch
 
+    from tests.tiny import TINY_AGENT
     from worldmodels.agent.agent import Agent
     from worldmodels.strategies.cpu import use_cpu_speedups
-
-    from tiny import TINY_AGENT
 
     monkeypatch.setattr(matmul, "MIN_MACS", 0)  # tiny layers through the packed path
     torch.manual_seed(0)

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.tbtools import tb_images
 from worldmodels.evaluation.video import add_gif, encode_gif, save_gif
-
-from tbtools import tb_images
 
 
 def frames(t: int = 5, h: int = 6, w: int = 4) -> np.ndarray:

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tiny import TINY_AGENT, TINY_MODEL
 from worldmodels.agent.agent import Agent
 from worldmodels.models.conv import ConvDecoder, ConvEncoder
-
-from tiny import TINY_AGENT, TINY_MODEL
 
 MODEL, AGENT = TINY_MODEL, TINY_AGENT
 

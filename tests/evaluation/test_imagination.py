@@ -8,10 +8,9 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
+from tests.tbtools import tb_images
 from worldmodels.evaluation.imagination import imagination_gap, openloop_metrics, windows
 from worldmodels.evaluation.report import build_report, write_report
-
-from tbtools import tb_images
 
 
 def make_episodes(count: int = 3, length: int = 40, terminal_last: bool = True) -> list[dict[str, np.ndarray]]:

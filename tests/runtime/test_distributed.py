@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
+from tests.tiny import TINY_AGENT, TINY_MODEL, make_batch
 from worldmodels.runtime.checkpoint import load_checkpoint
 from worldmodels.runtime.errors import UserError
 from worldmodels.runtime.setup import CONFIG_DIR
-
-from tiny import TINY_AGENT, TINY_MODEL, make_batch
 
 WORLD = 2
 UPDATES = 3  # updates after which the ranks' weights are compared
@@ -166,7 +165,7 @@ def test_ranks_hold_identical_weights_optimiser_and_normaliser_after_updates(ran
 
 # -- end to end: torchrun -m worldmodels.train ------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["env=dummy", "model=debug", "run.progress=false", "run.eval_every=0", "run.save_every=25", "run.log_every=25",
         "run.train_start=32", "run.train_ratio=8", "replay.chunk=20", "run.threads=1"]
 
