@@ -113,8 +113,8 @@ def test_updates_through_packed_weights_match_plain_layers(monkeypatch):
 
     import gymnasium as gym
     import numpy as np
-    from tests.agent.test_agent import MODEL, OBS, make_batch
 
+    from tests.agent.test_agent import MODEL, OBS, make_batch
     from tests.tiny import TINY_AGENT
     from worldmodels.agent.agent import Agent
     from worldmodels.strategies.cpu import use_cpu_speedups

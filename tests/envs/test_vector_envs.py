@@ -295,7 +295,6 @@ def test_a_batched_env_refuses_single_env_options(tmp_path):
 def test_vector_driver_on_numpy_copies_records_like_the_single_driver():
     """The same seeds and actions: each copy's steps in VectorDriver are what Driver records for that env alone."""
     from tests.runtime.test_driver import FixedAgent
-
     from worldmodels.envs.vector import make_vector
     from worldmodels.runtime.driver import Driver
 
